@@ -1,0 +1,46 @@
+# The two commands of the README, and the checks they rest on.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test check format sysdeps schema clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	touch $(STAMP)
+
+# mosquitto for the tests (the demo falls back to an embedded broker without it).
+sysdeps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing mosquitto with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				mosquitto >/dev/null; \
+		else \
+			echo "mosquitto is missing and apt-get is not available" >&2; exit 1; \
+		fi; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/edgeagent demo
+
+check: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+test: check sysdeps
+	$(BIN)/pytest
+
+schema: $(STAMP)
+	$(BIN)/edgeagent schema -o config/edgeagent.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

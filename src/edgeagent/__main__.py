@@ -1,0 +1,5 @@
+"""Allows `python -m edgeagent`."""
+
+from edgeagent.cli import main
+
+raise SystemExit(main())

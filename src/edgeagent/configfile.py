@@ -1,0 +1,172 @@
+"""Loading the YAML file and reporting every problem with its key path and line."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from edgeagent.settings import Settings
+
+DEFAULT_CONFIG = Path("/etc/edgeagent/edgeagent.yaml")
+# Fields that point at secrets: their values are never echoed back in an error.
+SECRET_FIELDS = frozenset({"api_key", "signing_secret", "password", "token"})
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the configuration, located for the person who must fix it."""
+
+    where: str  # "FILE:LINE" or the environment variable's name
+    path: str  # dotted key path, e.g. "mqtt.sensors[0].topic"
+    message: str
+
+    def __str__(self) -> str:
+        key = f" {self.path}:" if self.path else ""
+        return f"{self.where}:{key} {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists every reason at once."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(root: Any, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node that `loc` reaches."""
+    node = root
+    line: int | None = None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    if line is None and isinstance(root, CommentedMap):
+        line = 1
+    return line
+
+
+def _env_overrides() -> dict[str, Any]:
+    source = EnvSettingsSource(Settings)
+    return dict(source())
+
+
+def _in_env(env: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    node: Any = env
+    for part in loc:
+        if isinstance(node, dict):
+            matches = [k for k in node if str(k).lower() == str(part).lower()]
+            if not matches:
+                return False
+            node = node[matches[0]]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "EDGEAGENT_" + "__".join(str(p).upper() for p in loc)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts and lists, for pydantic."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the configuration file, with EDGEAGENT_* overrides applied."""
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(where, "", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(where, "", "not UTF-8 text")]) from exc
+
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f":{mark.line + 1}" if mark is not None else ""
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([ConfigProblem(where + at, "", f"invalid YAML: {reason}")]) from exc
+    except YAMLError as exc:
+        raise ConfigError([ConfigProblem(where, "", f"invalid YAML: {exc}")]) from exc
+    if root is None:
+        root = CommentedMap()
+    if not isinstance(root, dict):
+        raise ConfigError([ConfigProblem(f"{where}:1", "", "the top level must be a mapping")])
+
+    try:
+        env = _env_overrides()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError([ConfigProblem("environment", "", str(exc))]) from exc
+
+    try:
+        return Settings(**_plain(root))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = error["msg"]
+            secret = any(part in SECRET_FIELDS for part in loc)
+            if secret and error["type"] in ("model_type", "dict_type"):
+                message = "a secret is never written here: give {file: PATH} or {credential: NAME}"
+            elif secret:
+                pass
+            elif error["type"] not in ("missing", "extra_forbidden") and "input" in error:
+                given = error["input"]
+                if not isinstance(given, dict | list):
+                    message += f" (got {given!r})"
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            if _in_env(env, loc):
+                problems.append(ConfigProblem(_env_name(loc), _key_path(loc), message))
+            else:
+                line_no = _line_of(root, loc)
+                location = f"{where}:{line_no}" if line_no else where
+                problems.append(ConfigProblem(location, _key_path(loc), message))
+        raise ConfigError(problems) from exc
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Settings.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgeagent configuration"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def config_path_from_env() -> Path:
+    return Path(os.environ.get("EDGEAGENT_CONFIG", str(DEFAULT_CONFIG)))

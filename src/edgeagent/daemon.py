@@ -1,0 +1,308 @@
+"""The daemon: builds the stages from the configuration and owns their tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import uvicorn
+
+from edgeagent import __version__
+from edgeagent.alarms import AlarmEvaluator, UnknownAlarm
+from edgeagent.clock import Clock, SystemClock
+from edgeagent.drivers.base import DeviceHealth
+from edgeagent.drivers.gnss import GnssDriver
+from edgeagent.drivers.mqtt import MqttDriver
+from edgeagent.events import LANES, Event, format_time
+from edgeagent.outbox import Outbox
+from edgeagent.outbox.store import age_seconds
+from edgeagent.pipeline import Ingest
+from edgeagent.settings import SecretError, Settings
+from edgeagent.status.app import ActionError, build_app
+from edgeagent.uplink import Uplink, UplinkCredentials
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured; the message says what to fix."""
+
+
+def scrub_url(url: str) -> str:
+    """The URL without any user:password part, fit for a log or the page."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def notify_systemd(message: str) -> None:
+    """Send one sd_notify message when systemd asked for them (Type=notify)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as exc:
+            log.warning("systemd notify socket unusable: %s", exc)
+
+
+class _Server(uvicorn.Server):
+    # The daemon owns SIGTERM/SIGINT and stops the page in its own order.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    """All the stages of one running gateway, wired together."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.started_at: datetime | None = None
+        self._ready = False
+        self._stop = asyncio.Event()
+        self.outbox = Outbox(settings.outbox_path())
+        self.devices: list[DeviceHealth] = []
+        self.mqtt: MqttDriver | None = None
+        self.gnss: list[GnssDriver] = []
+        self.server: _Server | None = None
+        self.evaluator: AlarmEvaluator
+        self.ingest: Ingest
+        self.uplink: Uplink
+
+        try:
+            platform = settings.platform
+            api_key = platform.api_key.read() if platform.api_key else b""
+            secret = platform.signing_secret.read() if platform.signing_secret else b""
+            mqtt_password = None
+            if settings.mqtt and settings.mqtt.password:
+                mqtt_password = settings.mqtt.password.read().decode()
+            self._token = settings.status.token.read() if settings.status.token else None
+        except SecretError as exc:
+            raise StartupError(str(exc)) from exc
+        if not api_key or not secret:
+            log.warning(
+                "uplink: no api_key or signing_secret configured; the platform "
+                "will refuse the batches"
+            )
+        self._credentials = UplinkCredentials(api_key, secret)
+        self._mqtt_password = mqtt_password
+
+    def external_id(self, source: str) -> str:
+        return f"{self.settings.gateway.id}/{source}"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def run(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+
+        # Start-up order: store, then evaluation, then sending, then sources, then page.
+        try:
+            await self.outbox.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open the outbox {self.outbox.path}: {exc}") from exc
+        self.started_at = self.clock.now()
+        saved = await self.outbox.alarm_states()
+        self.evaluator = AlarmEvaluator(settings.alarms, self.external_id, saved)
+        self.uplink = Uplink(
+            self.outbox,
+            settings.platform,
+            settings.uplink,
+            self._credentials,
+            settings.gateway.id,
+            self.clock,
+        )
+        self.ingest = Ingest(
+            self.outbox,
+            self.evaluator,
+            self.clock,
+            max_group=settings.outbox.commit_max_events,
+            linger_s=settings.outbox.commit_linger_ms / 1000.0,
+            on_committed=self._committed,
+        )
+        for device in settings.gnss:
+            health = DeviceHealth(device.id, "gnss")
+            self.devices.append(health)
+            external = settings.external_id(device.id, device.external_id)
+            self.gnss.append(GnssDriver(device, external, self.ingest, health, self.clock))
+        if settings.mqtt is not None:
+            health = DeviceHealth("mqtt", "mqtt")
+            self.devices.append(health)
+            self.mqtt = MqttDriver(
+                settings.mqtt,
+                settings.gateway.id,
+                self._mqtt_password,
+                self.ingest,
+                health,
+                self.clock,
+            )
+
+        ingest_task = asyncio.create_task(self.ingest.run(), name="ingest-writer")
+        uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        self.uplink.notify()
+        sources = [asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss]
+        if self.mqtt is not None:
+            sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+        page_task = None
+        if settings.status.enabled:
+            page_task = await self._start_page()
+        self._ready = True
+        log.info(
+            "edgeagent %s started: gateway %s, %d GNSS, %s, uplink %s",
+            __version__,
+            settings.gateway.id,
+            len(self.gnss),
+            "MQTT" if self.mqtt else "no MQTT",
+            scrub_url(self.uplink.url),
+        )
+        notify_systemd("READY=1\nSTATUS=running")
+
+        watched = [ingest_task, uplink_task, *sources]
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stop_task and not t.cancelled()]
+        for task in failed:
+            if task.exception() is not None:
+                log.error("%s stopped unexpectedly: %r", task.get_name(), task.exception())
+
+        # Shutdown mirrors start-up: sources first, so nothing new arrives; then the
+        # queued events are committed; then sending stops; the store closes last.
+        log.info("stopping")
+        notify_systemd("STOPPING=1")
+        self._ready = False
+        for task in sources:
+            task.cancel()
+        await asyncio.gather(*sources, return_exceptions=True)
+        if not ingest_task.done():
+            await self.ingest.stop()
+            await asyncio.gather(ingest_task, return_exceptions=True)
+        uplink_task.cancel()
+        await asyncio.gather(uplink_task, return_exceptions=True)
+        await self.uplink.close()
+        if self.server is not None and page_task is not None:
+            self.server.should_exit = True
+            await asyncio.gather(page_task, return_exceptions=True)
+        stop_task.cancel()
+        await self.outbox.close()
+        log.info("stopped")
+        if failed and any(t.exception() is not None for t in failed):
+            raise StartupError("a stage failed; see the log above")
+
+    async def _start_page(self) -> asyncio.Task[None]:
+        status = self.settings.status
+        app = build_app(self, self._token)
+        config = uvicorn.Config(
+            app,
+            host=status.listen,
+            port=status.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self.server = _Server(config)
+        task = asyncio.create_task(self.server.serve(), name="status-page")
+        while not self.server.started:
+            if task.done():
+                await task
+                raise StartupError(f"status page cannot listen on {status.listen}:{status.port}")
+            await asyncio.sleep(0.05)
+        log.info("status page on http://%s:%d/", status.listen, self.page_port())
+        return task
+
+    def page_port(self) -> int:
+        if self.server is None or not self.server.servers:
+            return self.settings.status.port
+        sockets = self.server.servers[0].sockets
+        return int(sockets[0].getsockname()[1]) if sockets else self.settings.status.port
+
+    def _committed(self, events: list[Event]) -> None:
+        self.uplink.notify()
+
+    # -- StatusSource
+
+    async def status(self) -> dict[str, Any]:
+        now = self.clock.now()
+        stats = await self.outbox.stats()
+        sensors = []
+        if self.mqtt is not None:
+            for live in self.mqtt.sensors.values():
+                sensors.append(
+                    {
+                        "id": live.sensor_id,
+                        "value": live.value,
+                        "unit": live.unit,
+                        "at": live.at,
+                        "topic": live.topic,
+                    }
+                )
+        return {
+            "gateway": self.settings.gateway.id,
+            "version": __version__,
+            "started_at": format_time(self.started_at) if self.started_at else None,
+            "now": format_time(now),
+            "devices": [d.snapshot() for d in self.devices],
+            "sensors": sensors,
+            "alarms": {"active": self.evaluator.active(), "configured": len(self.settings.alarms)},
+            "outbox": {
+                "depth": stats.depth,
+                "oldest_age_s": {
+                    lane: age_seconds(stats.oldest_received_at.get(lane), now) for lane in LANES
+                },
+                "dead_letters": stats.dead_letters,
+                "committed": stats.committed,
+                "delivered": stats.delivered,
+                "commit_failing": self.ingest.commit_failing,
+            },
+            "uplink": {
+                "url": scrub_url(self.uplink.url),
+                "lanes": {lane: info.as_dict() for lane, info in self.uplink.lanes.items()},
+            },
+        }
+
+    async def acknowledge(self, alarm_id: str, operator: str, reason: str) -> dict[str, Any]:
+        def act() -> tuple[list[Event], Any]:
+            event = self.evaluator.acknowledge(alarm_id, operator, self.clock.now())
+            state = self.evaluator.states[alarm_id].state
+            return ([event] if event else []), {
+                "alarm": alarm_id,
+                "state": state,
+                "changed": event is not None,
+            }
+
+        try:
+            result: dict[str, Any] = await self.ingest.act(act)
+        except UnknownAlarm as exc:
+            raise ActionError(404, f"no alarm {alarm_id!r} is configured") from exc
+        await self.outbox.record_action(
+            self.clock.now(), operator, "acknowledge", alarm_id, reason
+        )
+        log.info("%s: acknowledge by %s (%s)", alarm_id, operator, reason or "no reason given")
+        return result
+
+    async def actions(self) -> list[dict[str, str]]:
+        return await self.outbox.actions()

@@ -1,0 +1,190 @@
+"""`edgeagent demo`: the whole path on one machine, for a bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+
+from edgeagent.replay import PtyPort, replay_log, simulate
+
+DEMO_DIR = Path("/tmp/edgeagent-demo")
+DEMO_LOG = "ublox-neo-m9n-nmea.log"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _shared_log() -> Path | None:
+    candidates = []
+    if "EDGEAGENT_SHARED_DATA" in os.environ:
+        candidates.append(Path(os.environ["EDGEAGENT_SHARED_DATA"]))
+    candidates += [PACKAGE_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for folder in candidates:
+        log = folder / "nmea" / DEMO_LOG
+        if log.is_file():
+            return log
+    return None
+
+
+def _config_path() -> Path:
+    for candidate in (PACKAGE_ROOT / "config" / "demo.yaml", Path.cwd() / "config" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("config/demo.yaml not found: run the demo from the repository")
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port} after {timeout:.0f} s")
+
+
+def _start_broker(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if mosquitto:
+        (folder / "mosquitto").mkdir()
+        conf = folder / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder / 'mosquitto'}/\n",
+            encoding="utf-8",
+        )
+        print(f"demo: broker mosquitto on 127.0.0.1:{port}")
+        return subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    print(f"demo: mosquitto not found; embedded amqtt broker on 127.0.0.1:{port}")
+    return subprocess.Popen([sys.executable, "-m", "edgeagent.demobroker", str(port)])
+
+
+async def _publish(port: int, stop: asyncio.Event) -> int:
+    """A tank level that rises through its H and HH limits and falls back, over and over."""
+    levels = [60, 70, 78, 84, 88, 92, 95, 91, 86, 80, 74, 66]
+    sent = 0
+    async with aiomqtt.Client("127.0.0.1", port, identifier="demo-sensors") as client:
+        while not stop.is_set():
+            level = levels[sent % len(levels)]
+            await client.publish("site/tank1/level", str(level), qos=1)
+            temperature = 21.0 + 3 * math.sin(sent / 10)
+            payload = {"temperature": round(temperature, 2), "unit": "°C",
+                       "ts": datetime.now(UTC).isoformat()}
+            await client.publish("site/pump1/climate", json.dumps(payload), qos=1)
+            sent += 2
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    return sent
+
+
+async def _feeds(broker_port: int, link: Path, seconds: float) -> int:
+    stop = asyncio.Event()
+    port = PtyPort(link)
+    log = _shared_log()
+    if log is not None:
+        print(f"demo: GNSS replays {log} on {link} at its recorded pace")
+        gnss = replay_log(log, port, speed=1.0, max_gap=1.0, loop=True, stop=stop)
+    else:
+        print(f"demo: recorded logs absent; a simulated receiver drives a route on {link}")
+        gnss = simulate(port, speed=1.0, stop=stop)
+    gnss_task = asyncio.create_task(gnss, name="demo-gnss")
+    publish_task = asyncio.create_task(_publish(broker_port, stop), name="demo-sensors")
+    await asyncio.sleep(seconds)
+    stop.set()
+    sent = await publish_task
+    await asyncio.gather(gnss_task, return_exceptions=True)
+    port.close()
+    return sent
+
+
+def main(seconds: float) -> int:
+    folder = Path(os.environ.get("EDGEAGENT_DEMO_DIR", str(DEMO_DIR)))
+    if folder != DEMO_DIR:
+        raise SystemExit("the demo's configuration expects /tmp/edgeagent-demo")
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "secrets").mkdir(parents=True)
+    os.chmod(folder / "secrets", 0o700)
+    for name in ("api-key", "signing-secret", "page-token"):
+        (folder / "secrets" / name).write_text(secrets.token_urlsafe(24) + "\n")
+
+    receiver_port, broker_port, page_port = _free_port(), _free_port(), _free_port()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "edgeagent", "receiver", "--listen", "127.0.0.1",
+             "--port", str(receiver_port), "--db", str(folder / "receiver.db"),
+             "--api-key-file", str(folder / "secrets" / "api-key"),
+             "--signing-secret-file", str(folder / "secrets" / "signing-secret")],
+            stdout=subprocess.DEVNULL,
+        )
+        processes.append(receiver)
+        broker = _start_broker(broker_port, folder)
+        processes.append(broker)
+        _wait_port(receiver_port, 20)
+        _wait_port(broker_port, 20)
+        print(f"demo: receiver on http://127.0.0.1:{receiver_port}")
+
+        env = dict(os.environ)
+        env.update({
+            "EDGEAGENT_PLATFORM__BASE_URL": f"http://127.0.0.1:{receiver_port}",
+            "EDGEAGENT_MQTT__PORT": str(broker_port),
+            "EDGEAGENT_STATUS__PORT": str(page_port),
+        })
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edgeagent", "run", "-c", str(_config_path())], env=env
+        )
+        processes.append(daemon)
+        page = f"http://127.0.0.1:{page_port}/"
+        print(f"demo: daemon started; status page {page} (for {seconds:g} s)")
+        sent = asyncio.run(_feeds(broker_port, folder / "gnss0", seconds))
+        # Give the last readings time to reach the receiver before stopping the daemon.
+        time.sleep(2.0)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        print(f"demo: published {sent} sensor messages; daemon exited with {daemon.returncode}")
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    summary = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "receiver", "--db", str(folder / "receiver.db"),
+         "--summary"],
+        capture_output=True, text=True, check=True,
+    )
+    counts = json.loads(summary.stdout)
+    print("demo: the receiver got, by event type:")
+    for event_type, count in sorted(counts["by_type"].items()):
+        print(f"  {event_type:<22} {count}")
+    print(f"  {'(duplicates)':<22} {counts['duplicates']}")
+    print(f"demo: status page was served at {page}")
+    kinds = counts["by_type"]
+    complete = all(
+        any(t.startswith(prefix) for t in kinds)
+        for prefix in ("location_update", "sensor_reading", "alarm.")
+    )
+    return 0 if complete else 1

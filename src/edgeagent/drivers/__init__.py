@@ -1,0 +1,1 @@
+"""Drivers: one per device kind, each owning its connection and reporting its health."""

@@ -1,0 +1,221 @@
+"""The MQTT driver: sensor readings from the site's broker, acknowledged after commit."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from edgeagent.clock import Clock
+from edgeagent.drivers.base import (
+    DEGRADED,
+    OFFLINE,
+    ONLINE,
+    Backoff,
+    DeviceHealth,
+    EventSink,
+    HealthReporter,
+)
+from edgeagent.drivers.payloads import PayloadError, decode
+from edgeagent.drivers.topics import TopicMap
+from edgeagent.events import SENSOR_READING, make_event
+from edgeagent.settings import MqttSensor, MqttSettings
+
+log = logging.getLogger(__name__)
+
+UNDECODABLE_LOG_INTERVAL_S = 60.0
+
+
+@dataclass
+class SensorLive:
+    """A sensor's last reading, for the status page."""
+
+    sensor_id: str
+    value: float | bool | str
+    unit: str | None
+    at: str
+    topic: str
+    readings: int = 0
+
+
+class MqttDriver:
+    """Subscribes to the configured topic filters and turns messages into readings.
+
+    QoS 1 messages are acknowledged only once the outbox has committed their reading
+    (or found them undecodable), so a crash before the commit makes the broker
+    redeliver instead of losing the reading.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        gateway_id: str,
+        password: str | None,
+        sink: EventSink,
+        health: DeviceHealth,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._gateway_id = gateway_id
+        self._password = password
+        self._sink = sink
+        self._clock = clock
+        self.health = health
+        self._reporter = HealthReporter(health, f"{gateway_id}/{health.device_id}", sink)
+        self._maps = [(TopicMap(s.topic, s.sensor), s) for s in settings.sensors]
+        self.client_id = settings.client_id or f"edgeagent-{gateway_id}"
+        self.sensors: dict[str, SensorLive] = {}
+        self.undecodable = 0
+        self._undecodable_logged_at: float | None = None
+        self._undecodable_since_log = 0
+        self._connection: aiomqtt.Client | None = None
+
+    def _client(self) -> aiomqtt.Client:
+        tls = None
+        if self._settings.tls is not None:
+            # Verified TLS: the broker's certificate must chain to the CA and match the host.
+            context = ssl.create_default_context(
+                cafile=str(self._settings.tls.ca_file) if self._settings.tls.ca_file else None
+            )
+            if self._settings.tls.cert_file:
+                context.load_cert_chain(
+                    str(self._settings.tls.cert_file),
+                    str(self._settings.tls.key_file) if self._settings.tls.key_file else None,
+                )
+            tls = context
+        client = aiomqtt.Client(
+            self._settings.host,
+            self._settings.port,
+            identifier=self.client_id,
+            username=self._settings.username,
+            password=self._password,
+            clean_session=False,
+            keepalive=self._settings.keepalive_s,
+            tls_context=tls,
+            timeout=10,
+        )
+        # aiomqtt acknowledges inside paho's callback, before our code sees the message;
+        # paho's manual acknowledgement lets us PUBACK after the commit instead.
+        paho_client: paho.Client = client._client
+        paho_client.manual_ack_set(True)
+        return client
+
+    async def run(self) -> None:
+        backoff = Backoff(initial=0.5, cap=self._settings.reconnect_max_s)
+        where = f"{self._settings.host}:{self._settings.port}"
+        while True:
+            try:
+                async with self._client() as client:
+                    self._connection = client
+                    for _, sensor in self._maps:
+                        await client.subscribe(sensor.topic, qos=1)
+                    backoff.reset()
+                    await self._reporter.set(ONLINE, f"connected to {where}")
+                    async for message in client.messages:
+                        await self._on_message(client, message)
+            except aiomqtt.MqttError as exc:
+                self._connection = None
+                await self._reporter.set(OFFLINE, f"broker {where}: {exc}")
+            except OSError as exc:
+                self._connection = None
+                await self._reporter.set(OFFLINE, f"broker {where}: {exc.strerror or exc}")
+            await self._clock.sleep(backoff.next_delay())
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = (
+            message.payload
+            if isinstance(message.payload, bytes)
+            else (str(message.payload).encode())
+        )
+
+        def acknowledge() -> None:
+            # An ack belongs to the connection that received the message; after a
+            # reconnect the broker redelivers it on its own.
+            if self._connection is client and message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+        self.health.messages += 1
+        self.health.last_seen = self._clock.now()
+        for topic_map, sensor in self._maps:
+            matched = topic_map.match(topic)
+            if matched is None:
+                continue
+            sensor_id = topic_map.name(matched)
+            try:
+                reading = decode(sensor, payload)
+            except PayloadError as exc:
+                self._count_undecodable(topic, str(exc))
+                break
+            await self._emit(
+                sensor,
+                sensor_id,
+                topic,
+                matched,
+                reading.value,
+                reading.unit,
+                reading.timestamp,
+                acknowledge,
+            )
+            return
+        await self._sink.enqueue(None, acknowledge)
+
+    async def _emit(
+        self,
+        sensor: MqttSensor,
+        sensor_id: str,
+        topic: str,
+        matched: list[str],
+        value: float | bool | str,
+        unit: str | None,
+        timestamp: datetime | None,
+        acknowledge: Callable[[], None],
+    ) -> None:
+        received = self._sink.received_at()
+        occurred = timestamp or received
+        external_id = (
+            TopicMap(sensor.topic, sensor.external_id).name(matched)
+            if sensor.external_id
+            else f"{self._gateway_id}/{sensor_id}"
+        )
+        event = make_event(
+            SENSOR_READING,
+            sensor_id,
+            external_id,
+            occurred,
+            received,
+            {"sensorId": sensor_id, "value": value, "unit": unit, "quality": "good"},
+        )
+        await self._sink.enqueue(event, acknowledge)
+        live = self.sensors.get(sensor_id)
+        if live is None:
+            live = self.sensors[sensor_id] = SensorLive(sensor_id, value, unit, "", topic)
+        live.value, live.unit, live.topic = value, unit, topic
+        live.at = event.data["timestamp"]
+        live.readings += 1
+        self.health.last_value = {sensor_id: value}
+        if self.health.status == DEGRADED:
+            await self._reporter.set(ONLINE, "readings decode again")
+
+    def _count_undecodable(self, topic: str, reason: str) -> None:
+        self.undecodable += 1
+        self.health.errors += 1
+        self._undecodable_since_log += 1
+        now = self._clock.monotonic()
+        last = self._undecodable_logged_at
+        # Rate-limited: a sensor spewing garbage must not flood the journal.
+        if last is None or now - last >= UNDECODABLE_LOG_INTERVAL_S:
+            log.warning(
+                "%s: undecodable payload on %s: %s (%d such since last report)",
+                self.health.device_id,
+                topic[:120],
+                reason,
+                self._undecodable_since_log,
+            )
+            self._undecodable_logged_at = now
+            self._undecodable_since_log = 0

@@ -1,0 +1,106 @@
+"""Decoding sensor payloads: a bare number, or JSON with configured fields."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from edgeagent.events import parse_time
+from edgeagent.settings import MqttSensor
+
+
+class PayloadError(ValueError):
+    """The payload cannot be read as this sensor's reading."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float | bool | str
+    unit: str | None
+    timestamp: datetime | None
+
+
+def _dig(document: Any, path: str) -> Any:
+    node = document
+    for key in path.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            raise PayloadError(f"no field {path!r}")
+    return node
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise PayloadError(f"not a number: {text[:40]!r}") from exc
+    if not math.isfinite(value):
+        raise PayloadError(f"not a finite number: {text[:40]!r}")
+    return value
+
+
+def _value(raw: Any) -> float | bool | str:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise PayloadError("value is not finite")
+        return float(raw)
+    if isinstance(raw, str):
+        return _number(raw.strip())
+    raise PayloadError(f"value is a {type(raw).__name__}, not a number")
+
+
+def _timestamp(raw: Any) -> datetime:
+    if isinstance(raw, bool):
+        raise PayloadError("timestamp is a boolean")
+    if isinstance(raw, int | float):
+        seconds = float(raw)
+        # Unix time in seconds, milliseconds, microseconds or nanoseconds: tell by size.
+        while seconds > 1e11:
+            seconds /= 1000.0
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise PayloadError(f"timestamp {raw!r} out of range") from exc
+    if isinstance(raw, str):
+        try:
+            return parse_time(raw.strip())
+        except ValueError as exc:
+            raise PayloadError(f"timestamp {raw[:40]!r} is not RFC 3339 with a zone") from exc
+    raise PayloadError("timestamp is neither a number nor a string")
+
+
+def decode(sensor: MqttSensor, payload: bytes) -> Reading:
+    """Read one message's payload; raises PayloadError with the reason when it cannot."""
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PayloadError("payload is not UTF-8") from exc
+    if not text:
+        raise PayloadError("empty payload")
+
+    if sensor.format == "number":
+        return Reading(_number(text), sensor.unit, None)
+
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON at character {exc.pos}") from exc
+    value = _value(_dig(document, sensor.value_field))
+    unit = sensor.unit
+    if sensor.unit_field:
+        raw_unit = _dig(document, sensor.unit_field)
+        if not isinstance(raw_unit, str):
+            raise PayloadError("unit is not a string")
+        unit = raw_unit
+    timestamp = None
+    if sensor.timestamp_field:
+        timestamp = _timestamp(_dig(document, sensor.timestamp_field))
+    return Reading(value, unit, timestamp)

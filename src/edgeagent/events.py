@@ -1,0 +1,111 @@
+"""The wire vocabulary: events, their ids and their timestamps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+LOCATION_UPDATE = "location_update"
+SENSOR_READING = "sensor_reading"
+CAMERA_EVENT = "camera_event"
+DEVICE_STATUS = "device_status"
+ALARM_TYPES = frozenset(
+    {
+        "alarm.triggered",
+        "alarm.acknowledged",
+        "alarm.cleared",
+        "alarm.shelved",
+        "alarm.unshelved",
+        "alarm.suppressed",
+        "alarm.unsuppressed",
+        "alarm.out_of_service",
+        "alarm.in_service",
+        "alarm.reset",
+    }
+)
+EVENT_TYPES = frozenset({LOCATION_UPDATE, SENSOR_READING, CAMERA_EVENT, DEVICE_STATUS})
+EVENT_TYPES = EVENT_TYPES | ALARM_TYPES
+
+# Lanes drain independently; alarms and device status go ahead of telemetry.
+LANE_ALARM = "alarm"
+LANE_TELEMETRY = "telemetry"
+LANES = (LANE_ALARM, LANE_TELEMETRY)
+
+
+def new_event_id() -> str:
+    return f"evt_{ULID()}"
+
+
+def new_batch_id() -> str:
+    return f"bat_{ULID()}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as the platform expects: 2026-01-01T00:00:00.000Z."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given; every timestamp must carry its zone")
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Read an RFC 3339 timestamp; a missing zone is an error, not a guess."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no zone")
+    return moment.astimezone(UTC)
+
+
+def lane_of(event_type: str) -> str:
+    if event_type in ALARM_TYPES or event_type == DEVICE_STATUS:
+        return LANE_ALARM
+    return LANE_TELEMETRY
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as the platform receives it. `id` is made once and never changes."""
+
+    type: str
+    source: str
+    external_id: str
+    occurred_at: datetime
+    received_at: datetime
+    data: dict[str, Any]
+    id: str = field(default_factory=new_event_id)
+
+    @property
+    def lane(self) -> str:
+        return lane_of(self.type)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "external_id": self.external_id,
+            "occurred_at": format_time(self.occurred_at),
+            "received_at": format_time(self.received_at),
+            "data": self.data,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_wire(), separators=(",", ":"), allow_nan=False)
+
+
+def make_event(
+    event_type: str,
+    source: str,
+    external_id: str,
+    occurred_at: datetime,
+    received_at: datetime,
+    data: dict[str, Any],
+) -> Event:
+    """Build an event whose `data.timestamp` equals its `occurred_at`, as the contract says."""
+    payload = dict(data)
+    payload["timestamp"] = format_time(occurred_at)
+    return Event(event_type, source, external_id, occurred_at, received_at, payload)

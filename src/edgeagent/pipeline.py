@@ -1,0 +1,155 @@
+"""Ingest: evaluates alarms on each reading and commits events in small groups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edgeagent.alarms import AlarmEvaluator
+from edgeagent.clock import Clock
+from edgeagent.events import SENSOR_READING, Event, parse_time
+from edgeagent.outbox import Outbox
+from edgeagent.outbox.store import OutboxError
+
+log = logging.getLogger(__name__)
+
+ActionResult = tuple[list[Event], Any]
+
+
+@dataclass(slots=True)
+class _Item:
+    event: Event | None = None
+    action: Callable[[], ActionResult] | None = None
+    on_committed: Callable[[], None] | None = None
+    future: asyncio.Future[Any] | None = None
+    result: Any = None
+
+
+class Ingest:
+    """The one writer of the outbox: a bounded queue in, group commits out.
+
+    A commit that fails (disk full, I/O error) is retried and nothing queued is
+    acknowledged meanwhile, so the sources keep their copies until it succeeds.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        evaluator: AlarmEvaluator,
+        clock: Clock,
+        max_group: int = 256,
+        linger_s: float = 0.005,
+        on_committed: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._evaluator = evaluator
+        self._clock = clock
+        self._max_group = max_group
+        self._linger_s = linger_s
+        self._on_committed = on_committed
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_group * 4)
+        self.commit_failing: str | None = None
+
+    def received_at(self) -> datetime:
+        return self._clock.now()
+
+    async def submit(self, event: Event) -> None:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(event=event, future=future))
+        await future
+
+    async def enqueue(
+        self, event: Event | None, on_committed: Callable[[], None] | None = None
+    ) -> None:
+        await self._queue.put(_Item(event=event, on_committed=on_committed))
+
+    async def act(self, action: Callable[[], ActionResult]) -> Any:
+        """Run an operator action in order with the readings; returns once committed."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(action=action, future=future))
+        return await future
+
+    async def stop(self) -> None:
+        """Ask `run` to commit what is queued and return."""
+        await self._queue.put(None)
+
+    async def run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stopping = self._fill(group)
+            if not stopping and len(group) < self._max_group and self._linger_s > 0:
+                # Lingering a few milliseconds lets a burst share one fsync.
+                await asyncio.sleep(self._linger_s)
+                stopping = self._fill(group)
+            await self._commit(group)
+            if stopping:
+                return
+
+    def _fill(self, group: list[_Item]) -> bool:
+        while len(group) < self._max_group:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return False
+            if item is None:
+                return True
+            group.append(item)
+        return False
+
+    async def _commit(self, group: list[_Item]) -> None:
+        events: list[Event] = []
+        for item in group:
+            if item.action is not None:
+                try:
+                    made, item.result = item.action()
+                except Exception as exc:
+                    if item.future is not None and not item.future.done():
+                        item.future.set_exception(exc)
+                    item.future = None
+                    continue
+                events.extend(made)
+            elif item.event is not None:
+                events.append(item.event)
+                if item.event.type == SENSOR_READING:
+                    events.extend(self._evaluate(item.event))
+        states = self._evaluator.take_dirty()
+
+        delay = 0.5
+        while True:
+            try:
+                await self._outbox.commit(events, states)
+                break
+            except (sqlite3.Error, OutboxError, OSError) as exc:
+                if self.commit_failing is None:
+                    log.error("outbox: cannot commit, holding %d events: %s", len(events), exc)
+                self.commit_failing = str(exc)
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if self.commit_failing is not None:
+            log.warning("outbox: commits succeed again")
+            self.commit_failing = None
+
+        for item in group:
+            if item.on_committed is not None:
+                item.on_committed()
+            if item.future is not None and not item.future.done():
+                item.future.set_result(item.result)
+        if self._on_committed is not None and events:
+            self._on_committed(events)
+
+    def _evaluate(self, reading: Event) -> list[Event]:
+        data = reading.data
+        sensor_id = str(data.get("sensorId", reading.source))
+        if not self._evaluator.watches(sensor_id):
+            return []
+        return self._evaluator.on_reading(
+            sensor_id, data.get("value"), parse_time(data["timestamp"]), self._clock.now()
+        )

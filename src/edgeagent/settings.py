@@ -1,0 +1,251 @@
+"""The configuration file's models: one YAML file, overridden by EDGEAGENT_* variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from edgeagent.drivers.topics import TopicMap
+
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$", description="A configured id"),
+]
+Priority = Literal["critical", "high", "medium", "low", "diagnostic"]
+DEFAULT_SEVERITY: dict[str, int] = {
+    "critical": 900,
+    "high": 700,
+    "medium": 500,
+    "low": 300,
+    "diagnostic": 100,
+}
+
+
+class Section(BaseModel):
+    """A block of the file: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SecretRef(Section):
+    """Where a secret lives: a file, or a systemd credential by name. Never the secret."""
+
+    file: Path | None = Field(None, description="Path of a file holding the secret")
+    credential: str | None = Field(
+        None, description="Name of a systemd credential ($CREDENTIALS_DIRECTORY/NAME)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.file is None) == (self.credential is None):
+            raise ValueError("give exactly one of 'file' or 'credential'")
+        return self
+
+    def path(self) -> Path:
+        if self.file is not None:
+            return self.file
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise SecretError(
+                f"credential {self.credential!r} asked for, but CREDENTIALS_DIRECTORY is unset"
+            )
+        return Path(directory) / str(self.credential)
+
+    def read(self) -> bytes:
+        """The secret's bytes, without a trailing newline."""
+        path = self.path()
+        try:
+            return path.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from exc
+
+
+class SecretError(Exception):
+    """A secret could not be read."""
+
+
+class GatewaySettings(Section):
+    id: Identifier = Field("gateway", description="This gateway's id; prefixes external ids")
+    data_dir: Path = Field(
+        Path("/var/lib/edgeagent"), description="Where the outbox and alarm state live"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the daemon's own messages"
+    )
+
+
+class PlatformSettings(Section):
+    base_url: str = Field(
+        "http://127.0.0.1:8787", description="Base URL of the platform (or local receiver)"
+    )
+    vendor_id: Identifier = Field("edgeagent", description="The {vendorId} of the webhook path")
+    api_key: SecretRef | None = Field(None, description="Secret sent as X-Api-Key")
+    signing_secret: SecretRef | None = Field(None, description="Secret keying X-Signature")
+    ca_file: Path | None = Field(
+        None, description="CA bundle to verify the platform's TLS certificate (system's if unset)"
+    )
+    compression: bool = Field(True, description="gzip request bodies")
+    timeout_s: float = Field(15.0, gt=0, description="Timeout of one webhook request")
+
+
+class OutboxSettings(Section):
+    path: Path | None = Field(None, description="SQLite file (default: DATA_DIR/outbox.db)")
+    commit_max_events: int = Field(
+        256, ge=1, le=10000, description="Most events committed in one transaction"
+    )
+    commit_linger_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long a commit waits for more events to join it"
+    )
+
+
+class UplinkSettings(Section):
+    batch_max_events: int = Field(500, ge=1, le=100000, description="Most events in one batch")
+    batch_max_bytes: int = Field(
+        1_000_000, ge=1024, description="Most JSON bytes of events in one batch, uncompressed"
+    )
+    linger_s: float = Field(
+        0.5, ge=0, description="How long a partial batch waits for more events before sending"
+    )
+    backoff_initial_s: float = Field(1.0, gt=0, description="First retry delay after a failure")
+    backoff_max_s: float = Field(300.0, gt=0, description="Cap of the retry delay")
+    config_fault_retry_s: float = Field(
+        300.0, gt=0, description="Retry interval while the platform answers 401, 403 or 404"
+    )
+
+
+class StatusSettings(Section):
+    enabled: bool = Field(True, description="Serve the status page and local API")
+    listen: str = Field(
+        "127.0.0.1", description="Address the status page binds to (loopback unless needed)"
+    )
+    port: int = Field(8780, ge=0, le=65535, description="Port of the status page (0: any free)")
+    token: SecretRef | None = Field(
+        None, description="Bearer token for operator actions; actions are refused without one"
+    )
+
+
+class GnssDevice(Section):
+    id: Identifier = Field(description="Device id, used as the event source")
+    port: str = Field(description="Serial device path, e.g. /dev/ttyACM0 or /dev/serial/by-id/…")
+    baudrate: int = Field(9600, description="Serial speed")
+    external_id: str | None = Field(None, description="Platform id (default GATEWAY_ID/ID)")
+    stale_after_s: float = Field(
+        5.0, gt=0, description="No sentence for this long makes the device degraded"
+    )
+    reopen_max_s: float = Field(30.0, gt=0, description="Cap of the delay between reopen tries")
+
+
+class MqttTls(Section):
+    ca_file: Path | None = Field(None, description="CA bundle to verify the broker (system's)")
+    cert_file: Path | None = Field(None, description="Client certificate, if the broker asks")
+    key_file: Path | None = Field(None, description="Client private key")
+
+
+class MqttSensor(Section):
+    topic: str = Field(description="Topic filter; '+' and '#' allowed")
+    sensor: str = Field(
+        description="Sensor id; {1}, {2}… stand for the levels matched by each '+'"
+    )
+    format: Literal["number", "json"] = Field("number", description="Payload format")
+    value_field: str = Field("value", description="JSON: dotted path of the value")
+    timestamp_field: str | None = Field(
+        None, description="JSON: dotted path of the reading's time (RFC 3339 or unix s/ms)"
+    )
+    unit_field: str | None = Field(None, description="JSON: dotted path of the unit")
+    unit: str | None = Field(None, description="Fixed unit, when the payload has none")
+    external_id: str | None = Field(
+        None, description="Platform id (default GATEWAY_ID/SENSOR); placeholders allowed"
+    )
+
+    @model_validator(mode="after")
+    def _templates_fit_the_filter(self) -> MqttSensor:
+        TopicMap(self.topic, self.sensor)
+        if self.external_id:
+            TopicMap(self.topic, self.external_id)
+        return self
+
+
+class MqttSettings(Section):
+    host: str = Field("127.0.0.1", description="Broker host")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port")
+    client_id: str | None = Field(
+        None, description="Stable client id for the persistent session (default edgeagent-ID)"
+    )
+    username: str | None = Field(None, description="Broker user name")
+    password: SecretRef | None = Field(None, description="Broker password")
+    tls: MqttTls | None = Field(None, description="Use TLS, verified against ca_file")
+    keepalive_s: int = Field(15, ge=5, le=600, description="MQTT keepalive")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect delay")
+    sensors: list[MqttSensor] = Field(default_factory=list, description="Topic-to-sensor maps")
+
+
+class LimitAlarm(Section):
+    id: Identifier = Field(description="Alarm id")
+    sensor: str = Field(description="Sensor id the alarm watches")
+    type: Literal["high_high", "high", "low", "low_low"] = Field(description="Limit kind")
+    limit: float = Field(description="Limit in the sensor's unit")
+    deadband: float = Field(0.0, ge=0, description="Return-to-normal margin, in the unit")
+    priority: Priority = Field("medium", description="ISA 18.2 priority")
+    severity: int | None = Field(
+        None, ge=1, le=1000, description="1-1000; default from the priority"
+    )
+    message: str | None = Field(None, description="Text shown with the alarm")
+
+    @property
+    def effective_severity(self) -> int:
+        return self.severity if self.severity is not None else DEFAULT_SEVERITY[self.priority]
+
+
+class Settings(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEAGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)  # type: ignore[arg-type]
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)  # type: ignore[arg-type]
+    uplink: UplinkSettings = Field(default_factory=UplinkSettings)  # type: ignore[arg-type]
+    status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
+    gnss: list[GnssDevice] = Field(default_factory=list, description="GNSS receivers")
+    mqtt: MqttSettings | None = Field(None, description="The site's MQTT broker")
+    alarms: list[LimitAlarm] = Field(default_factory=list, description="Limit alarms")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file: an operator's EDGEAGENT_* wins.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> Settings:
+        seen: set[str] = set()
+        for device_id in [d.id for d in self.gnss] + [a.id for a in self.alarms]:
+            if device_id in seen:
+                raise ValueError(f"id {device_id!r} is used twice")
+            seen.add(device_id)
+        return self
+
+    def outbox_path(self) -> Path:
+        return self.outbox.path or self.gateway.data_dir / "outbox.db"
+
+    def external_id(self, source: str, configured: str | None = None) -> str:
+        return configured or f"{self.gateway.id}/{source}"

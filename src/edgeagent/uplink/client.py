@@ -1,0 +1,306 @@
+"""The uplink: one sender per lane, batches signed and posted per the webhook contract."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from edgeagent import __version__
+from edgeagent.clock import Clock
+from edgeagent.events import LANES, format_time, new_batch_id
+from edgeagent.outbox import Outbox, StoredEvent
+from edgeagent.settings import PlatformSettings, UplinkSettings
+from edgeagent.signing import sign
+
+log = logging.getLogger(__name__)
+
+BATCH_SCHEMA = "edgeagent.batch/1"
+# 415: the platform refuses our content type or encoding, which only a config change fixes.
+_CONFIG_FAULTS = frozenset({401, 403, 404, 415})
+_SPLIT_ON = frozenset({400, 422})
+
+
+@dataclass(frozen=True)
+class UplinkCredentials:
+    api_key: bytes
+    signing_secret: bytes
+
+    def __repr__(self) -> str:
+        return "UplinkCredentials(<redacted>)"
+
+
+@dataclass
+class LaneStatus:
+    """What the status page shows of one lane's sending."""
+
+    last_answer: str | None = None
+    last_attempt_at: str | None = None
+    last_success_at: str | None = None
+    paused: str | None = None
+    retry_in_s: float | None = None
+    delivered: int = 0
+    dead_lettered: int = 0
+    requests: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Answer:
+    status: int | None
+    error: str | None = None
+    retry_after: float | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else str(self.error)
+
+
+class _ConfigFault(Exception):
+    """The platform refuses us as configured; the lane waits instead of dropping."""
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds from now, from either its delta or its HTTP-date form."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+class Uplink:
+    """Drains each lane in commit order with one request in flight per lane."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        platform: PlatformSettings,
+        settings: UplinkSettings,
+        credentials: UplinkCredentials,
+        gateway_id: str,
+        clock: Clock,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._platform = platform
+        self._settings = settings
+        self._credentials = credentials
+        self._gateway_id = gateway_id
+        self._clock = clock
+        base = platform.base_url.rstrip("/")
+        self.url = f"{base}/integrations/{platform.vendor_id}/webhook"
+        verify: Any = str(platform.ca_file) if platform.ca_file else True
+        self._client = client or httpx.AsyncClient(
+            timeout=platform.timeout_s,
+            verify=verify,
+            headers={"User-Agent": f"edgeagent/{__version__}"},
+        )
+        self._wake = {lane: asyncio.Event() for lane in LANES}
+        self.lanes = {lane: LaneStatus() for lane in LANES}
+        self._failures = {lane: 0 for lane in LANES}
+
+    def notify(self) -> None:
+        """New events were committed: wake the lanes that sleep on an empty outbox."""
+        for wake in self._wake.values():
+            wake.set()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for lane in LANES:
+                group.create_task(self._drain(lane), name=f"uplink-{lane}")
+
+    async def _drain(self, lane: str) -> None:
+        limit_events = self._settings.batch_max_events
+        limit_bytes = self._settings.batch_max_bytes
+        while True:
+            self._wake[lane].clear()
+            batch = await self._outbox.next_batch(lane, limit_events, limit_bytes)
+            if not batch:
+                await self._wake[lane].wait()
+                continue
+            if len(batch) < limit_events and self._settings.linger_s > 0:
+                # A short wait fills the batch when events trickle in one by one.
+                await self._clock.sleep(self._settings.linger_s)
+                batch = await self._outbox.next_batch(lane, limit_events, limit_bytes)
+            await self._deliver(lane, batch)
+
+    async def _deliver(self, lane: str, batch: list[StoredEvent]) -> None:
+        """Deliver one batch, retrying until the platform has taken or refused each event."""
+        while True:
+            try:
+                refused = await self._send_split(lane, batch, new_batch_id())
+            except _ConfigFault:
+                await self._wait(lane, self._settings.config_fault_retry_s)
+                continue
+            break
+        if refused:
+            await self._outbox.dead_letter(refused, self._clock.now())
+            self.lanes[lane].dead_lettered += len(refused)
+            for event, reason in refused:
+                log.error(
+                    "uplink: platform refused event %s (%s): %s", event.id, event.type, reason
+                )
+
+    async def _send_split(
+        self, lane: str, batch: list[StoredEvent], batch_id: str
+    ) -> list[tuple[StoredEvent, str]]:
+        """Send `batch` (retrying transient faults) and return the events refused for good.
+
+        A 400/422/413 answer halves the batch until the bad events stand alone, so a
+        poison event costs about log2(batch) extra requests and never stalls the lane.
+        """
+        answer = await self._post_until_answered(lane, batch, batch_id)
+        status = answer.status or 0
+        if 200 <= status < 300:
+            refused = [(e, answer.rejected[e.id]) for e in batch if e.id in answer.rejected]
+            taken = [e.seq for e in batch if e.id not in answer.rejected]
+            await self._outbox.delete(taken)
+            self.lanes[lane].delivered += len(taken)
+            return refused
+        if status in _SPLIT_ON or status == 413:
+            if len(batch) == 1:
+                reason = "too large" if status == 413 else f"rejected with HTTP {status}"
+                if answer.error:
+                    reason += f": {answer.error}"
+                return [(batch[0], reason)]
+            middle = len(batch) // 2
+            refused = await self._send_split(lane, batch[:middle], new_batch_id())
+            refused += await self._send_split(lane, batch[middle:], new_batch_id())
+            if status in _SPLIT_ON and len(refused) == len(batch):
+                # Every event refused alone: the envelope or our configuration is at
+                # fault, not the events. Keep them and pause as for 401.
+                self._pause(lane, f"platform rejects every event (HTTP {status})")
+                raise _ConfigFault
+            return refused
+        raise AssertionError(f"unhandled answer {status}")  # pragma: no cover
+
+    async def _post_until_answered(
+        self, lane: str, batch: list[StoredEvent], batch_id: str
+    ) -> _Answer:
+        """Post until the answer is final (2xx, or one that says what to do with the batch)."""
+        body = self._envelope(batch, batch_id)
+        while True:
+            answer = await self._post(lane, body, batch_id)
+            status = answer.status
+            if status is not None and (
+                200 <= status < 300 or status in _SPLIT_ON or status == 413
+            ):
+                self._failures[lane] = 0
+                if self.lanes[lane].paused:
+                    log.info("uplink: %s lane delivering again", lane)
+                self.lanes[lane].paused = None
+                self.lanes[lane].retry_in_s = None
+                return answer
+            if status in _CONFIG_FAULTS:
+                self._pause(
+                    lane,
+                    f"platform answers HTTP {status}: check the URL, vendor id and credentials",
+                )
+                raise _ConfigFault
+            # Transient: 408, 429, 5xx, timeouts and connection errors.
+            self._failures[lane] += 1
+            if self._failures[lane] == 1:
+                log.warning(
+                    "uplink: %s lane failing (%s), retrying with backoff", lane, answer.describe()
+                )
+            if answer.retry_after is not None:
+                delay = answer.retry_after
+            else:
+                ceiling = min(
+                    self._settings.backoff_max_s,
+                    self._settings.backoff_initial_s * 2 ** (self._failures[lane] - 1),
+                )
+                delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+            await self._wait(lane, delay)
+
+    def _pause(self, lane: str, reason: str) -> None:
+        if self.lanes[lane].paused != reason:
+            log.error("uplink: %s lane paused: %s", lane, reason)
+        self.lanes[lane].paused = reason
+
+    async def _wait(self, lane: str, delay: float) -> None:
+        self.lanes[lane].retry_in_s = delay
+        await self._clock.sleep(delay)
+        self.lanes[lane].retry_in_s = None
+
+    def _envelope(self, batch: list[StoredEvent], batch_id: str) -> bytes:
+        # Events are stored as their wire JSON, so the envelope is assembled, not re-encoded.
+        head = json.dumps(
+            {
+                "schema": BATCH_SCHEMA,
+                "batch_id": batch_id,
+                "gateway_id": self._gateway_id,
+                "sent_at": format_time(self._clock.now()),
+            },
+            separators=(",", ":"),
+        )
+        events = ",".join(e.body for e in batch)
+        return (head[:-1] + ',"events":[' + events + "]}").encode()
+
+    async def _post(self, lane: str, body: bytes, batch_id: str) -> _Answer:
+        status = self.lanes[lane]
+        status.requests += 1
+        now = self._clock.now()
+        status.last_attempt_at = format_time(now)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Api-Key": self._credentials.api_key.decode(),
+            "Idempotency-Key": batch_id,
+        }
+        if self._platform.compression:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        headers["X-Signature"] = sign(self._credentials.signing_secret, body, int(now.timestamp()))
+        try:
+            response = await self._client.post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            status.last_answer = "timeout"
+            return _Answer(None, "timeout")
+        except httpx.HTTPError as exc:
+            status.last_answer = f"connection error: {type(exc).__name__}"
+            return _Answer(None, status.last_answer)
+        status.last_answer = f"HTTP {response.status_code}"
+        answer = _Answer(
+            response.status_code,
+            retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
+        )
+        if 200 <= response.status_code < 300:
+            status.last_success_at = format_time(now)
+            answer.rejected = _rejected(response)
+        elif response.status_code in _SPLIT_ON:
+            answer.error = response.text[:200]
+        log.debug("uplink: %s batch %s answered %s", lane, batch_id, response.status_code)
+        return answer
+
+
+def _rejected(response: httpx.Response) -> dict[str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if not isinstance(body, dict) or not isinstance(body.get("rejected"), list):
+        return {}
+    return {
+        str(item["id"]): str(item.get("reason", "rejected"))
+        for item in body["rejected"]
+        if isinstance(item, dict) and "id" in item
+    }
