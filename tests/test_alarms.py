@@ -15,12 +15,19 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def limits() -> list[LimitAlarm]:
     return [
-        LimitAlarm(id="lvl-hh", sensor="lvl", type="high_high", limit=90, deadband=2,
-                   priority="critical"),
-        LimitAlarm(id="lvl-h", sensor="lvl", type="high", limit=80, deadband=2,
-                   priority="high"),
-        LimitAlarm(id="lvl-l", sensor="lvl", type="low", limit=10, deadband=1,
-                   priority="low", severity=250),
+        LimitAlarm(
+            id="lvl-hh", sensor="lvl", type="high_high", limit=90, deadband=2, priority="critical"
+        ),
+        LimitAlarm(id="lvl-h", sensor="lvl", type="high", limit=80, deadband=2, priority="high"),
+        LimitAlarm(
+            id="lvl-l",
+            sensor="lvl",
+            type="low",
+            limit=10,
+            deadband=1,
+            priority="low",
+            severity=250,
+        ),
     ]  # type: ignore[call-arg]
 
 
@@ -59,8 +66,11 @@ def test_value_at_the_limit_does_not_trigger() -> None:
     assert feed(evaluator, [80, 10]) == []
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, "unavailable", None, True],
-                         ids=["nan", "inf", "string", "none", "bool"])
+@pytest.mark.parametrize(
+    "bad",
+    [math.nan, math.inf, "unavailable", None, True],
+    ids=["nan", "inf", "string", "none", "bool"],
+)
 def test_unknown_values_hold_the_state(bad: object) -> None:
     evaluator = AlarmEvaluator(limits(), lambda s: f"gw/{s}")
     feed(evaluator, [85])

@@ -137,7 +137,10 @@ def test_check_config_command_exits_non_zero_without_traceback(tmp_path: Path) -
     path = write(tmp_path, BROKEN)
     result = subprocess.run(
         [sys.executable, "-m", "edgeagent", "check-config", str(path)],
-        capture_output=True, text=True, env={**os.environ}, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -148,7 +151,9 @@ def test_check_config_command_exits_non_zero_without_traceback(tmp_path: Path) -
 def test_check_config_accepts_the_example() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "edgeagent", "check-config", str(REPO / "config" / "example.yaml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout

@@ -37,8 +37,9 @@ class HoldingSink:
     async def submit(self, event: Event) -> None:
         self.statuses.append(event)
 
-    async def enqueue(self, event: Event | None,
-                      on_committed: Callable[[], None] | None = None) -> None:
+    async def enqueue(
+        self, event: Event | None, on_committed: Callable[[], None] | None = None
+    ) -> None:
         self.messages += 1
         if event is not None:
             self.events.append(event)
@@ -52,15 +53,26 @@ class HoldingSink:
 
 
 def settings(broker: Mosquitto, prefix: str, client_id: str) -> MqttSettings:
-    return MqttSettings.model_validate({
-        "host": "127.0.0.1", "port": broker.port, "client_id": client_id, "keepalive_s": 5,
-        "reconnect_max_s": 1,
-        "sensors": [
-            {"topic": f"{prefix}/+/level", "sensor": "{1}-level", "unit": "%"},
-            {"topic": f"{prefix}/+/json", "sensor": "{1}-t", "format": "json",
-             "value_field": "v", "unit_field": "u", "timestamp_field": "ts"},
-        ],
-    })
+    return MqttSettings.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "client_id": client_id,
+            "keepalive_s": 5,
+            "reconnect_max_s": 1,
+            "sensors": [
+                {"topic": f"{prefix}/+/level", "sensor": "{1}-level", "unit": "%"},
+                {
+                    "topic": f"{prefix}/+/json",
+                    "sensor": "{1}-t",
+                    "format": "json",
+                    "value_field": "v",
+                    "unit_field": "u",
+                    "timestamp_field": "ts",
+                },
+            ],
+        }
+    )
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -90,14 +102,23 @@ async def test_topics_name_sensors_and_payloads_become_readings(
     mosquitto: Mosquitto, topic_prefix: str
 ) -> None:
     sink = HoldingSink()
-    driver = MqttDriver(settings(mosquitto, topic_prefix, f"c-{topic_prefix}"), "gw", None,
-                        sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
+    driver = MqttDriver(
+        settings(mosquitto, topic_prefix, f"c-{topic_prefix}"),
+        "gw",
+        None,
+        sink,
+        DeviceHealth("mqtt", "mqtt"),
+        SystemClock(),
+    )
     task = start(driver)
     await eventually(lambda: driver.health.status == "online")
-    await publish(mosquitto, [
-        (f"{topic_prefix}/tank1/level", b"42.5"),
-        (f"{topic_prefix}/pump/json", b'{"v": 7, "u": "bar", "ts": "2026-03-01T12:00:00Z"}'),
-    ])
+    await publish(
+        mosquitto,
+        [
+            (f"{topic_prefix}/tank1/level", b"42.5"),
+            (f"{topic_prefix}/pump/json", b'{"v": 7, "u": "bar", "ts": "2026-03-01T12:00:00Z"}'),
+        ],
+    )
     await eventually(lambda: len(sink.events) == 2)
     sink.commit()
     await stop(task)
@@ -107,19 +128,33 @@ async def test_topics_name_sensors_and_payloads_become_readings(
     assert pump.data["timestamp"] == "2026-03-01T12:00:00.000Z"
     assert level.source == "tank1-level"
     assert level.external_id == "gw/tank1-level"
-    assert level.data == {"sensorId": "tank1-level", "value": 42.5, "unit": "%",
-                          "quality": "good", "timestamp": level.data["timestamp"]}
+    assert level.data == {
+        "sensorId": "tank1-level",
+        "value": 42.5,
+        "unit": "%",
+        "quality": "good",
+        "timestamp": level.data["timestamp"],
+    }
 
 
 async def test_garbage_is_counted_never_fatal(mosquitto: Mosquitto, topic_prefix: str) -> None:
     sink = HoldingSink()
-    driver = MqttDriver(settings(mosquitto, topic_prefix, f"c-{topic_prefix}"), "gw", None,
-                        sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
+    driver = MqttDriver(
+        settings(mosquitto, topic_prefix, f"c-{topic_prefix}"),
+        "gw",
+        None,
+        sink,
+        DeviceHealth("mqtt", "mqtt"),
+        SystemClock(),
+    )
     task = start(driver)
     await eventually(lambda: driver.health.status == "online")
     garbage = [b"\xff\x00binary", b"NaN", b"", b"12abc", b"{not json"]
-    await publish(mosquitto, [(f"{topic_prefix}/x/level", g) for g in garbage]
-                  + [(f"{topic_prefix}/x/json", b"[1,2]"), (f"{topic_prefix}/x/level", b"5")])
+    await publish(
+        mosquitto,
+        [(f"{topic_prefix}/x/level", g) for g in garbage]
+        + [(f"{topic_prefix}/x/json", b"[1,2]"), (f"{topic_prefix}/x/level", b"5")],
+    )
     await eventually(lambda: len(sink.events) == 1)
     await eventually(lambda: driver.undecodable == 6)
     assert sink.messages == 7
@@ -137,8 +172,9 @@ async def test_an_uncommitted_message_is_redelivered_after_a_crash(
     driver = MqttDriver(cfg, "gw", None, first, DeviceHealth("mqtt", "mqtt"), SystemClock())
     task = start(driver)
     await eventually(lambda: driver.health.status == "online")
-    await publish(own_mosquitto, [(f"{topic_prefix}/a/level", b"1"),
-                                  (f"{topic_prefix}/b/level", b"2")])
+    await publish(
+        own_mosquitto, [(f"{topic_prefix}/a/level", b"1"), (f"{topic_prefix}/b/level", b"2")]
+    )
     await eventually(lambda: len(first.events) == 2)
     await stop(task)  # dies without the commit: nothing was acknowledged
 
@@ -169,8 +205,14 @@ async def test_broker_restart_reconnects_and_keeps_the_session(
     clock = SystemClock()
     ingest = Ingest(outbox, AlarmEvaluator([], lambda s: s), clock)
     ingest_task = asyncio.create_task(ingest.run())
-    driver = MqttDriver(settings(own_mosquitto, topic_prefix, f"c-{topic_prefix}"), "gw", None,
-                        ingest, DeviceHealth("mqtt", "mqtt"), clock)
+    driver = MqttDriver(
+        settings(own_mosquitto, topic_prefix, f"c-{topic_prefix}"),
+        "gw",
+        None,
+        ingest,
+        DeviceHealth("mqtt", "mqtt"),
+        clock,
+    )
     task = start(driver)
     await eventually(lambda: driver.health.status == "online")
     await publish(own_mosquitto, [(f"{topic_prefix}/a/level", b"1")])
@@ -196,8 +238,14 @@ async def test_no_broker_means_offline_and_retrying(
 ) -> None:
     from tests.conftest import free_port
 
-    cfg = MqttSettings.model_validate({"host": "127.0.0.1", "port": free_port() + port_offset,
-                                       "reconnect_max_s": 0.2, "sensors": []})
+    cfg = MqttSettings.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": free_port() + port_offset,
+            "reconnect_max_s": 0.2,
+            "sensors": [],
+        }
+    )
     sink = HoldingSink()
     driver = MqttDriver(cfg, "gw", None, sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
     driver.health.status = "online"

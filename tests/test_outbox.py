@@ -16,13 +16,25 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def reading(n: int) -> Event:
-    return make_event(SENSOR_READING, "s1", "gw/s1", AT, AT, {"sensorId": "s1", "value": n,
-                                                            "unit": None})
+    return make_event(
+        SENSOR_READING, "s1", "gw/s1", AT, AT, {"sensorId": "s1", "value": n, "unit": None}
+    )
 
 
 def status_change() -> Event:
-    return make_event(DEVICE_STATUS, "g1", "gw/g1", AT, AT, {"resourceId": "gw/g1",
-                      "oldStatus": "online", "newStatus": "offline", "reason": "unplugged"})
+    return make_event(
+        DEVICE_STATUS,
+        "g1",
+        "gw/g1",
+        AT,
+        AT,
+        {
+            "resourceId": "gw/g1",
+            "oldStatus": "online",
+            "newStatus": "offline",
+            "reason": "unplugged",
+        },
+    )
 
 
 async def test_committed_events_survive_reopen_in_commit_order(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_bare_numbers(payload: bytes, value: float) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"abc", b"nan", b"inf", b"\xff\xfe", b"{\"value\": 1}"],
+    [b"", b"abc", b"nan", b"inf", b"\xff\xfe", b'{"value": 1}'],
     ids=["empty", "text", "nan", "inf", "not-utf8", "json-for-number"],
 )
 def test_undecodable_bare_payloads(payload: bytes) -> None:
@@ -74,7 +74,11 @@ def test_json_with_value_unit_and_timestamp_fields() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(1772366400, 1772366400), (1772366400123, 1772366400.123), (1772366400123456, 1772366400.123456)],
+    [
+        (1772366400, 1772366400),
+        (1772366400123, 1772366400.123),
+        (1772366400123456, 1772366400.123456),
+    ],
     ids=["seconds", "milliseconds", "microseconds"],
 )
 def test_unix_timestamps_by_magnitude(raw: int, expected: float) -> None:
@@ -86,8 +90,13 @@ def test_unix_timestamps_by_magnitude(raw: int, expected: float) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"{", b'{"other": 1}', b'{"value": [1]}', b'{"value": 1, "ts": "yesterday"}',
-     b'{"value": 1, "ts": "2026-03-01T12:00:00"}'],
+    [
+        b"{",
+        b'{"other": 1}',
+        b'{"value": [1]}',
+        b'{"value": 1, "ts": "yesterday"}',
+        b'{"value": 1, "ts": "2026-03-01T12:00:00"}',
+    ],
     ids=["broken-json", "missing-field", "list-value", "bad-timestamp", "zoneless-timestamp"],
 )
 def test_undecodable_json(payload: bytes) -> None:

@@ -27,8 +27,14 @@ SECRET = b"signing-secret-for-tests"
 
 def reading(n: int, at: datetime | None = None) -> Event:
     moment = at or datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    return make_event(SENSOR_READING, "s1", "gw/s1", moment, moment,
-                      {"sensorId": "s1", "value": float(n), "unit": "C"})
+    return make_event(
+        SENSOR_READING,
+        "s1",
+        "gw/s1",
+        moment,
+        moment,
+        {"sensorId": "s1", "value": float(n), "unit": "C"},
+    )
 
 
 class Harness:
@@ -37,8 +43,9 @@ class Harness:
         self.uplink = uplink
         self.clock = clock
 
-    async def until(self, condition: Callable[[], bool], step: float = 1.0,
-                    timeout: float = 30.0) -> None:
+    async def until(
+        self, condition: Callable[[], bool], step: float = 1.0, timeout: float = 30.0
+    ) -> None:
         """Advance the injected clock until `condition` holds; real time is only a guard."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -63,8 +70,7 @@ async def harness_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         clock = ManualClock(datetime.now(UTC))
         settings = UplinkSettings(linger_s=0, **uplink)  # type: ignore[arg-type]
         platform = PlatformSettings(base_url=webhook.base_url)  # type: ignore[call-arg]
-        link = Uplink(outbox, platform, settings, UplinkCredentials(API_KEY, SECRET), "gw",
-                      clock)
+        link = Uplink(outbox, platform, settings, UplinkCredentials(API_KEY, SECRET), "gw", clock)
         task = asyncio.create_task(link.run())
         harness = Harness(outbox, link, clock)
         made.append((task, harness))

@@ -70,10 +70,12 @@ class ScriptedWebhook:
                 return Response(status_code=status, headers=headers)
             return JSONResponse(body, status_code=status, headers=headers)
 
-        app = Starlette(routes=[Route("/integrations/{vendor}/webhook", webhook,
-                                      methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
-                                lifespan="off")
+        app = Starlette(
+            routes=[Route("/integrations/{vendor}/webhook", webhook, methods=["POST"])]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, daemon=True)
 

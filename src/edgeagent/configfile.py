@@ -133,28 +133,33 @@ def load_settings(path: Path) -> Settings:
     try:
         return Settings(**_plain(root))
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            message = error["msg"]
-            secret = any(part in SECRET_FIELDS for part in loc)
-            if secret and error["type"] in ("model_type", "dict_type"):
-                message = "a secret is never written here: give {file: PATH} or {credential: NAME}"
-            elif secret:
-                pass
-            elif error["type"] not in ("missing", "extra_forbidden") and "input" in error:
-                given = error["input"]
-                if not isinstance(given, dict | list):
-                    message += f" (got {given!r})"
-            if error["type"] == "extra_forbidden":
-                message = "unknown key"
-            if _in_env(env, loc):
-                problems.append(ConfigProblem(_env_name(loc), _key_path(loc), message))
-            else:
-                line_no = _line_of(root, loc)
-                location = f"{where}:{line_no}" if line_no else where
-                problems.append(ConfigProblem(location, _key_path(loc), message))
-        raise ConfigError(problems) from exc
+        raise ConfigError(_problems(exc, where, root, env)) from exc
+
+
+def _problems(
+    exc: ValidationError, where: str, root: Any, env: dict[str, Any]
+) -> list[ConfigProblem]:
+    """pydantic's errors, each placed at its YAML line or its environment variable."""
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = error["msg"]
+        secret = any(part in SECRET_FIELDS for part in loc)
+        if secret and error["type"] in ("model_type", "dict_type"):
+            message = "a secret is never written here: give {file: PATH} or {credential: NAME}"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif not secret and error["type"] != "missing" and "input" in error:
+            given = error["input"]
+            if not isinstance(given, dict | list):
+                message += f" (got {given!r})"
+        if _in_env(env, loc):
+            problems.append(ConfigProblem(_env_name(loc), _key_path(loc), message))
+        else:
+            line_no = _line_of(root, loc)
+            location = f"{where}:{line_no}" if line_no else where
+            problems.append(ConfigProblem(location, _key_path(loc), message))
+    return problems
 
 
 def json_schema() -> dict[str, Any]:

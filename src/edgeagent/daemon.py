@@ -114,14 +114,9 @@ class Daemon:
     def ready(self) -> bool:
         return self._ready
 
-    async def run(self) -> None:
+    async def _build(self) -> None:
+        """Open the store and wire the stages: store, evaluation, sending, sources."""
         settings = self.settings
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-
-        # Start-up order: store, then evaluation, then sending, then sources, then page.
         try:
             await self.outbox.open()
         except Exception as exc:
@@ -161,6 +156,14 @@ class Daemon:
                 health,
                 self.clock,
             )
+
+    async def run(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        await self._build()
 
         ingest_task = asyncio.create_task(self.ingest.run(), name="ingest-writer")
         uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
@@ -209,6 +212,9 @@ class Daemon:
             await asyncio.gather(page_task, return_exceptions=True)
         stop_task.cancel()
         await self.outbox.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         log.info("stopped")
         if failed and any(t.exception() is not None for t in failed):
             raise StartupError("a stage failed; see the log above")

@@ -13,15 +13,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import httpx
 
 from edgeagent.replay import PtyPort, replay_log, simulate
 
-DEMO_DIR = Path("/tmp/edgeagent-demo")
 DEMO_LOG = "ublox-neo-m9n-nmea.log"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,18 @@ def _wait_port(port: int, timeout: float) -> None:
     raise SystemExit(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
+def _wait_subscribed(page: str, timeout: float) -> None:
+    """Wait until the daemon's MQTT session exists, so no early reading goes unseen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            status = httpx.get(page + "status.json", timeout=2).json()
+            if any(d["kind"] == "mqtt" and d["status"] == "online" for d in status["devices"]):
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the daemon did not connect to the broker within {timeout:.0f} s")
+
+
 def _start_broker(port: int, folder: Path) -> subprocess.Popen[bytes]:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -88,8 +101,11 @@ async def _publish(port: int, stop: asyncio.Event) -> int:
             level = levels[sent % len(levels)]
             await client.publish("site/tank1/level", str(level), qos=1)
             temperature = 21.0 + 3 * math.sin(sent / 10)
-            payload = {"temperature": round(temperature, 2), "unit": "°C",
-                       "ts": datetime.now(UTC).isoformat()}
+            payload = {
+                "temperature": round(temperature, 2),
+                "unit": "°C",
+                "ts": datetime.now(UTC).isoformat(),
+            }
             await client.publish("site/pump1/climate", json.dumps(payload), qos=1)
             sent += 2
             with contextlib.suppress(TimeoutError):
@@ -117,13 +133,32 @@ async def _feeds(broker_port: int, link: Path, seconds: float) -> int:
     return sent
 
 
+def _daemon_env(
+    folder: Path, receiver_port: int, broker_port: int, page_port: int
+) -> dict[str, str]:
+    """Where this run's files and ports are, as overrides of config/demo.yaml."""
+    secrets_dir = folder / "secrets"
+    gnss = [{"id": "gnss-1", "port": str(folder / "gnss0"), "reopen_max_s": 2}]
+    env = dict(os.environ)
+    env.update(
+        {
+            "EDGEAGENT_GATEWAY__DATA_DIR": str(folder / "data"),
+            "EDGEAGENT_PLATFORM__BASE_URL": f"http://127.0.0.1:{receiver_port}",
+            "EDGEAGENT_PLATFORM__API_KEY__FILE": str(secrets_dir / "api-key"),
+            "EDGEAGENT_PLATFORM__SIGNING_SECRET__FILE": str(secrets_dir / "signing-secret"),
+            "EDGEAGENT_STATUS__PORT": str(page_port),
+            "EDGEAGENT_STATUS__TOKEN__FILE": str(secrets_dir / "page-token"),
+            "EDGEAGENT_MQTT__PORT": str(broker_port),
+            "EDGEAGENT_GNSS": json.dumps(gnss),
+        }
+    )
+    return env
+
+
 def main(seconds: float) -> int:
-    folder = Path(os.environ.get("EDGEAGENT_DEMO_DIR", str(DEMO_DIR)))
-    if folder != DEMO_DIR:
-        raise SystemExit("the demo's configuration expects /tmp/edgeagent-demo")
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "secrets").mkdir(parents=True)
-    os.chmod(folder / "secrets", 0o700)
+    # A private folder per run: nothing predictable in /tmp for another user to plant.
+    folder = Path(tempfile.mkdtemp(prefix="edgeagent-demo-"))
+    (folder / "secrets").mkdir(mode=0o700)
     for name in ("api-key", "signing-secret", "page-token"):
         (folder / "secrets" / name).write_text(secrets.token_urlsafe(24) + "\n")
 
@@ -131,10 +166,22 @@ def main(seconds: float) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "edgeagent", "receiver", "--listen", "127.0.0.1",
-             "--port", str(receiver_port), "--db", str(folder / "receiver.db"),
-             "--api-key-file", str(folder / "secrets" / "api-key"),
-             "--signing-secret-file", str(folder / "secrets" / "signing-secret")],
+            [
+                sys.executable,
+                "-m",
+                "edgeagent",
+                "receiver",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(receiver_port),
+                "--db",
+                str(folder / "receiver.db"),
+                "--api-key-file",
+                str(folder / "secrets" / "api-key"),
+                "--signing-secret-file",
+                str(folder / "secrets" / "signing-secret"),
+            ],
             stdout=subprocess.DEVNULL,
         )
         processes.append(receiver)
@@ -142,19 +189,16 @@ def main(seconds: float) -> int:
         processes.append(broker)
         _wait_port(receiver_port, 20)
         _wait_port(broker_port, 20)
+        print(f"demo: working folder {folder}")
         print(f"demo: receiver on http://127.0.0.1:{receiver_port}")
 
-        env = dict(os.environ)
-        env.update({
-            "EDGEAGENT_PLATFORM__BASE_URL": f"http://127.0.0.1:{receiver_port}",
-            "EDGEAGENT_MQTT__PORT": str(broker_port),
-            "EDGEAGENT_STATUS__PORT": str(page_port),
-        })
+        env = _daemon_env(folder, receiver_port, broker_port, page_port)
         daemon = subprocess.Popen(
             [sys.executable, "-m", "edgeagent", "run", "-c", str(_config_path())], env=env
         )
         processes.append(daemon)
         page = f"http://127.0.0.1:{page_port}/"
+        _wait_subscribed(page, 30)
         print(f"demo: daemon started; status page {page} (for {seconds:g} s)")
         sent = asyncio.run(_feeds(broker_port, folder / "gnss0", seconds))
         # Give the last readings time to reach the receiver before stopping the daemon.
@@ -172,9 +216,18 @@ def main(seconds: float) -> int:
                     process.kill()
 
     summary = subprocess.run(
-        [sys.executable, "-m", "edgeagent", "receiver", "--db", str(folder / "receiver.db"),
-         "--summary"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "edgeagent",
+            "receiver",
+            "--db",
+            str(folder / "receiver.db"),
+            "--summary",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     counts = json.loads(summary.stdout)
     print("demo: the receiver got, by event type:")
@@ -182,6 +235,10 @@ def main(seconds: float) -> int:
         print(f"  {event_type:<22} {count}")
     print(f"  {'(duplicates)':<22} {counts['duplicates']}")
     print(f"demo: status page was served at {page}")
+    print(
+        f"demo: the receiver's store is {folder / 'receiver.db'}; list it with "
+        f"'edgeagent receiver --db {folder / 'receiver.db'} --dump'"
+    )
     kinds = counts["by_type"]
     complete = all(
         any(t.startswith(prefix) for t in kinds)

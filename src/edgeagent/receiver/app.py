@@ -104,7 +104,8 @@ class LocationData(_Data):
 class SensorData(_Data):
     sensorId: Name
     value: bool | float | str
-    unit: str
+    # Required but may be null: a count or a discrete point has no unit.
+    unit: str | None
     quality: Literal["good", "uncertain", "bad"] | None = None
 
 

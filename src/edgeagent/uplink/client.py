@@ -155,10 +155,15 @@ class Uplink:
         if refused:
             await self._outbox.dead_letter(refused, self._clock.now())
             self.lanes[lane].dead_lettered += len(refused)
-            for event, reason in refused:
-                log.error(
-                    "uplink: platform refused event %s (%s): %s", event.id, event.type, reason
-                )
+            first, reason = refused[0]
+            # One line per batch, not per event: a bad configuration can refuse thousands.
+            log.error(
+                "uplink: platform refused %d event(s), moved to dead letters; first %s (%s): %s",
+                len(refused),
+                first.id,
+                first.type,
+                reason,
+            )
 
     async def _send_split(
         self, lane: str, batch: list[StoredEvent], batch_id: str
@@ -204,9 +209,9 @@ class Uplink:
             if status is not None and (
                 200 <= status < 300 or status in _SPLIT_ON or status == 413
             ):
+                if self._failures[lane] or self.lanes[lane].paused:
+                    log.info("uplink: %s lane delivering again (%s)", lane, answer.describe())
                 self._failures[lane] = 0
-                if self.lanes[lane].paused:
-                    log.info("uplink: %s lane delivering again", lane)
                 self.lanes[lane].paused = None
                 self.lanes[lane].retry_in_s = None
                 return answer

@@ -1,0 +1,31 @@
+"""The README's first command stays true: `make demo` runs briefly and delivers all kinds."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_make_demo_delivers_every_kind_of_event() -> None:
+    env = {**os.environ, "DEMO_SECONDS": "8"}
+    env = {k: v for k, v in env.items() if not k.startswith("EDGEAGENT_")}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "demo"], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=280, check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, output[-3000:] + result.stderr[-3000:]
+    counts = dict(re.findall(r"^\s+([a-z_.]+)\s+(\d+)$", output, re.MULTILINE))
+    assert int(counts.get("location_update", 0)) > 0
+    assert int(counts.get("sensor_reading", 0)) > 0
+    assert int(counts.get("alarm.triggered", 0)) > 0
+    assert "status page was served at http://127.0.0.1:" in output
+    published = int(re.search(r"published (\d+) sensor messages", output).group(1))  # type: ignore[union-attr]
+    assert int(counts["sensor_reading"]) == published, "every published reading arrived"

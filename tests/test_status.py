@@ -1,0 +1,152 @@
+"""The status page and local API of a running daemon: content, escaping, the token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import pytest
+
+from edgeagent.daemon import Daemon
+from edgeagent.settings import Settings
+from tests.conftest import Mosquitto, free_port
+
+TOKEN = "page-token-for-tests"
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> AsyncIterator[Daemon]:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    settings = Settings.model_validate(
+        {
+            "gateway": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "platform": {"base_url": f"http://127.0.0.1:{free_port()}"},
+            "status": {"port": 0, "token": {"file": str(tmp_path / "token")}},
+            "mqtt": {
+                "port": mosquitto.port,
+                "client_id": f"status-{topic_prefix}",
+                "sensors": [{"topic": f"{topic_prefix}/+/level", "sensor": "{1}"}],
+            },
+            "alarms": [
+                {"id": "tank-h", "sensor": "tank", "type": "high", "limit": 80, "priority": "high"}
+            ],
+        }
+    )
+    agent = Daemon(settings)
+    task = asyncio.create_task(agent.run())
+    await eventually(agent.ready)
+    await eventually(lambda: agent.devices[0].status == "online")
+    yield agent
+    agent.stop()
+    await asyncio.wait_for(task, 30)
+
+
+def url(agent: Daemon, path: str) -> str:
+    return f"http://127.0.0.1:{agent.page_port()}{path}"
+
+
+async def publish(port: int, topic: str, payload: bytes) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish(topic, payload, qos=1)
+
+
+async def test_page_shows_devices_values_alarms_and_outbox(
+    daemon: Daemon, mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    await publish(mosquitto.port, f"{topic_prefix}/tank/level", b"91")
+    await eventually(lambda: bool(daemon.evaluator.active()))
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(url(daemon, "/"))).text
+        status = (await client.get(url(daemon, "/status.json"))).json()
+        health = await client.get(url(daemon, "/healthz"))
+        ready = await client.get(url(daemon, "/readyz"))
+    assert health.status_code == 200 and ready.status_code == 200
+    assert "tank-h" in page and "unacknowledged" in page and "mqtt" in page
+    assert "Outbox" in page
+    assert status["sensors"][0]["id"] == "tank" and status["sensors"][0]["value"] == 91.0
+    assert status["alarms"]["active"][0]["state"] == "unacknowledged"
+    assert set(status["outbox"]["depth"]) == {"alarm", "telemetry"}
+    assert "last_answer" in status["uplink"]["lanes"]["telemetry"]
+
+
+async def test_names_from_devices_are_escaped(
+    daemon: Daemon, mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """A sensor named <script> is shown as text, never run."""
+    await publish(mosquitto.port, f"{topic_prefix}/<script>alert(1)</level", b"1")
+    await eventually(lambda: len(daemon.mqtt.sensors) == 1 if daemon.mqtt else False)
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(url(daemon, "/"))).text
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;" in page
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"}, 415),
+    ],
+    ids=["no-token", "wrong-token", "form-post"],
+)
+async def test_actions_need_the_token_and_json(
+    daemon: Daemon, headers: dict[str, str], status: int
+) -> None:
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"),
+            content=b'{"operator": "x"}',
+            headers=headers,
+        )
+    assert answer.status_code == status
+
+
+async def test_acknowledge_through_the_api_is_journaled(
+    daemon: Daemon, mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    await publish(mosquitto.port, f"{topic_prefix}/tank/level", b"95")
+    await eventually(lambda: bool(daemon.evaluator.active()))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient() as client:
+        missing = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"), json={}, headers=auth
+        )
+        unknown = await client.post(
+            url(daemon, "/api/alarms/nope/acknowledge"), json={"operator": "ana"}, headers=auth
+        )
+        done = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"),
+            json={"operator": "ana", "reason": "pump started"},
+            headers=auth,
+        )
+        journal = (await client.get(url(daemon, "/api/actions"))).json()
+    assert missing.status_code == 400
+    assert unknown.status_code == 404
+    assert done.json() == {"alarm": "tank-h", "state": "acknowledged", "changed": True}
+    assert journal["actions"][0]["operator"] == "ana"
+    assert journal["actions"][0]["reason"] == "pump started"
+    batch = await daemon.outbox.next_batch("alarm", 100, 10**6)
+    assert [b.type for b in batch if b.type.startswith("alarm.")] == [
+        "alarm.triggered",
+        "alarm.acknowledged",
+    ]
+
+
+async def test_secrets_never_reach_the_page(daemon: Daemon) -> None:
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(url(daemon, "/"))).text
+        status = (await client.get(url(daemon, "/status.json"))).text
+    assert TOKEN not in page and TOKEN not in status
