@@ -17,8 +17,13 @@ def test_make_demo_delivers_every_kind_of_event() -> None:
     env = {**os.environ, "DEMO_SECONDS": "8"}
     env = {k: v for k, v in env.items() if not k.startswith("EDGEAGENT_")}
     result = subprocess.run(
-        ["make", "--no-print-directory", "demo"], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=280, check=False,
+        ["make", "--no-print-directory", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     output = result.stdout
     assert result.returncode == 0, output[-3000:] + result.stderr[-3000:]
