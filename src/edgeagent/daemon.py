@@ -78,7 +78,7 @@ class Daemon:
         self.started_at: datetime | None = None
         self._ready = False
         self._stop = asyncio.Event()
-        self.outbox = Outbox(settings.outbox_path())
+        self.outbox = Outbox(settings.outbox_path(), settings.outbox, self.clock)
         self.devices: list[DeviceHealth] = []
         self.mqtt: MqttDriver | None = None
         self.gnss: list[GnssDriver] = []

@@ -104,6 +104,26 @@ class OutboxSettings(Section):
     commit_linger_ms: float = Field(
         5.0, ge=0, le=1000, description="How long a commit waits for more events to join it"
     )
+    max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes the outbox may use (database and WAL); oldest telemetry "
+        "is dropped first",
+    )
+    max_age_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="Events older than this (counted in the daemon's running time, which a "
+        "clock step cannot change) are dropped",
+    )
+    dead_letters_max: int = Field(
+        10000, ge=0, description="Most dead letters kept for inspection; oldest go first"
+    )
+    reserve_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Disk space held back so eviction can still run when the disk is full",
+    )
 
 
 class UplinkSettings(Section):

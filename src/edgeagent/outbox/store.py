@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,50 +16,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgeagent.events import LANES, Event, format_time, parse_time
+from edgeagent.clock import Clock, SystemClock
+from edgeagent.events import LANE_ALARM, LANE_TELEMETRY, LANES, Event, format_time, parse_time
+from edgeagent.outbox import schema
+from edgeagent.outbox.salvage import SalvageReport, is_healthy, move_aside, salvage
+from edgeagent.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema.SCHEMA_VERSION
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    lane TEXT NOT NULL,
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    source TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_lane ON events (lane, seq);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    source TEXT NOT NULL,
-    body TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    dead_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alarm_state (
-    alarm_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS operator_actions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
+_EVICT_CHUNK = 500
+# Free pages are handed back to the filesystem a few at a time, never in one long stall.
+_VACUUM_PAGES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +49,20 @@ class OutboxStats:
     dead_letters: int = 0
     committed: int = 0
     delivered: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    used_bytes: int = 0
+    max_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "depth": self.depth,
-            "oldest_received_at": self.oldest_received_at,
-            "dead_letters": self.dead_letters,
-            "committed": self.committed,
-            "delivered": self.delivered,
-        }
+        return dict(self.__dict__)
 
 
 class OutboxError(Exception):
     """The outbox could not do what was asked; the caller should retry later."""
+
+
+class OutboxFull(OutboxError):
+    """The disk is full: nothing was committed, and space is being made."""
 
 
 class Outbox:
@@ -99,12 +72,23 @@ class Outbox:
     and the single connection is never shared between threads at once.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, settings: OutboxSettings | None = None, clock: Clock | None = None
+    ) -> None:
         self.path = path
+        self.settings = settings or OutboxSettings()  # type: ignore[call-arg]
+        self._clock = clock or SystemClock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
+        self._reserve = path.with_name(path.name + ".reserve")
+        self._elapsed_base = 0.0
+        self._mono_at_open = 0.0
         self.committed = 0
         self.delivered = 0
+        self.dropped: Counter[str] = Counter()
+        self.unreported_drops: Counter[str] = Counter()
+        self.salvage: SalvageReport | None = None
+        self.disk_full = False
 
     async def _run(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -115,6 +99,14 @@ class Outbox:
             raise OutboxError("outbox is not open")
         return self._db
 
+    def elapsed(self) -> float:
+        """The daemon's accumulated running time, in seconds, across restarts.
+
+        Ages are measured on this, never on the wall clock, so an NTP step of an hour
+        neither expires nor keeps anything it should not.
+        """
+        return self._elapsed_base + self._clock.monotonic() - self._mono_at_open
+
     # -- lifecycle
 
     async def open(self) -> None:
@@ -122,28 +114,96 @@ class Outbox:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            problem = is_healthy(self.path)
+            if problem is not None:
+                self._recover(problem)
+                return
+        self._db = self._connect()
+        self._load_counters()
+        self._hold_reserve()
+        log.info("outbox: opened %s", self.path)
+
+    def _connect(self) -> sqlite3.Connection:
+        fresh = not self.path.exists()
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        # WAL lets readers (the status page) run during commits; FULL syncs each commit so
-        # an acknowledged event survives a power cut, not just a process crash.
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        try:
+            if fresh:
+                # Must precede the first table: lets freed pages go back to the disk.
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            # WAL lets the status page read during commits; FULL syncs each commit so an
+            # acknowledged event survives a power cut, not just a process crash.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA journal_size_limit={self._wal_allowance()}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise OutboxError(
+                    f"{self.path} was written by a newer edgeagent (schema {version}); "
+                    "refusing to touch it"
+                )
+            if fresh or version == 0:
+                schema.create(db)
+            elif version < SCHEMA_VERSION:
+                log.info(
+                    "outbox: migrating %s from schema %d to %d", self.path, version, SCHEMA_VERSION
+                )
+                schema.migrate(db, version)
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                # A file from before incremental vacuum: convert it once.
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                db.execute("VACUUM")
+        except BaseException:
             db.close()
-            raise OutboxError(
-                f"{self.path} was written by a newer edgeagent (schema {version}); "
-                "refusing to touch it"
-            )
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db = db
+            raise
+        return db
+
+    def _wal_allowance(self) -> int:
+        return max(256 * 1024, min(4 * 1024 * 1024, self.settings.max_bytes // 8))
+
+    def _recover(self, problem: str) -> None:
+        stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
+        log.error(
+            "outbox: %s is damaged (%s); moving it aside and salvaging", self.path, problem[:200]
+        )
+        moved = move_aside(self.path, stamp)
+        self._db = self._connect()
+        report = SalvageReport(moved_to=moved)
+        salvage(moved, self._db, report)
+        self.salvage = report
+        self._load_counters()
+        self._hold_reserve()
+        log.error("outbox: %s", report.describe())
+
+    def _load_counters(self) -> None:
+        db = self._conn()
         for name, value in db.execute("SELECT name, value FROM counters"):
             if name == "committed":
                 self.committed = value
             elif name == "delivered":
                 self.delivered = value
-        log.info("outbox: opened %s", self.path)
+            elif name == "elapsed_s":
+                self._elapsed_base = float(value)
+            elif name.startswith("dropped:"):
+                self.dropped[name.removeprefix("dropped:")] = value
+            elif name.startswith("unreported:"):
+                self.unreported_drops[name.removeprefix("unreported:")] = value
+        self._mono_at_open = self._clock.monotonic()
+
+    def _hold_reserve(self) -> None:
+        """Keep a file of reserve_bytes so a full disk still leaves room to evict."""
+        size = self.settings.reserve_bytes
+        if size == 0 or (self._reserve.exists() and self._reserve.stat().st_size >= size):
+            return
+        if shutil.disk_usage(self.path.parent).free < size * 3:
+            return
+        try:
+            with self._reserve.open("wb") as reserve:
+                reserve.truncate(0)
+                os.posix_fallocate(reserve.fileno(), 0, size)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -152,7 +212,11 @@ class Outbox:
 
     def _close(self) -> None:
         if self._db is not None:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._save_elapsed(self._db)
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("outbox: closing without a final checkpoint: %s", exc)
             self._db.close()
             self._db = None
 
@@ -163,33 +227,50 @@ class Outbox:
     ) -> None:
         """Store events and the alarm state they reflect in one transaction."""
         rows = [
-            (e.lane, e.id, e.type, e.source, format_time(e.received_at), e.to_json())
+            (e.lane, e.id, e.type, e.source, format_time(e.received_at), body, len(body))
             for e in events
+            for body in (e.to_json(),)
         ]
         states = [(k, json.dumps(v)) for k, v in (alarm_states or {}).items()]
         await self._run(lambda: self._commit(rows, states))
 
-    def _commit(self, rows: Sequence[tuple[str, ...]], states: list[tuple[str, str]]) -> None:
+    def _commit(self, rows: Sequence[tuple[Any, ...]], states: list[tuple[str, str]]) -> None:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
+        elapsed = self.elapsed()
         try:
-            # An event id already held is a replay of the same event: keep the first copy.
-            db.executemany(
-                "INSERT OR IGNORE INTO events (lane, id, type, source, received_at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.executemany(
-                "INSERT INTO alarm_state (alarm_id, state) VALUES (?, ?) "
-                "ON CONFLICT (alarm_id) DO UPDATE SET state = excluded.state",
-                states,
-            )
-            self._bump(db, "committed", len(rows))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # An event id already held is a replay of the same event: keep the first.
+                db.executemany(
+                    "INSERT OR IGNORE INTO events "
+                    "(lane, id, type, source, received_at, body, size, elapsed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*row, elapsed) for row in rows],
+                )
+                db.executemany(
+                    "INSERT INTO alarm_state (alarm_id, state) VALUES (?, ?) "
+                    "ON CONFLICT (alarm_id) DO UPDATE SET state = excluded.state",
+                    states,
+                )
+                self._bump(db, "committed", len(rows))
+                self._save_elapsed(db)
+                dropped = self._enforce_bounds(db)
+                self._record_drops(db, dropped)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                self._make_room()
+                raise OutboxFull(str(exc)) from exc
             raise
+        self._after_drops(dropped)
         self.committed += len(rows)
+        if self.disk_full:
+            log.warning("outbox: disk has room again, commits resume")
+            self.disk_full = False
+            self._hold_reserve()
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, amount: int) -> None:
@@ -198,6 +279,116 @@ class Outbox:
             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             (name, amount),
         )
+
+    def _save_elapsed(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES ('elapsed_s', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (int(self.elapsed()),),
+        )
+
+    # -- bounds
+
+    def _used_bytes(self, db: sqlite3.Connection) -> int:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _enforce_bounds(self, db: sqlite3.Connection) -> Counter[str]:
+        """Drop what the age and byte bounds no longer allow, telemetry first."""
+        dropped: Counter[str] = Counter()
+        cutoff = self.elapsed() - self.settings.max_age_s
+        for event_type, count in db.execute(
+            "SELECT type, count(*) FROM events WHERE elapsed < ? GROUP BY type", (cutoff,)
+        ).fetchall():
+            dropped[event_type] += count
+        if dropped:
+            db.execute("DELETE FROM events WHERE elapsed < ?", (cutoff,))
+        # The WAL is bounded separately by journal_size_limit; the pages must fit beside it.
+        budget = self.settings.max_bytes - self._wal_allowance()
+        while self._used_bytes(db) > budget:
+            victims = self._evict_oldest(db, _EVICT_CHUNK)
+            if not victims:
+                break
+            dropped.update(victims)
+        return dropped
+
+    def _evict_oldest(self, db: sqlite3.Connection, count: int) -> Counter[str]:
+        """Delete the oldest telemetry; alarms and device status only when none is left."""
+        for lane in (LANE_TELEMETRY, LANE_ALARM):
+            rows = db.execute(
+                "SELECT seq, type FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
+                (lane, count),
+            ).fetchall()
+            if rows:
+                db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+                return Counter(r[1] for r in rows)
+        return Counter()
+
+    def _record_drops(self, db: sqlite3.Connection, dropped: Counter[str]) -> None:
+        """Count drops in the transaction that makes them, so a crash cannot lose the count."""
+        for event_type, count in dropped.items():
+            self._bump(db, f"dropped:{event_type}", count)
+            self._bump(db, f"unreported:{event_type}", count)
+
+    def _after_drops(self, dropped: Counter[str]) -> None:
+        if not dropped:
+            return
+        self.dropped.update(dropped)
+        self.unreported_drops.update(dropped)
+        log.warning(
+            "outbox: full or expired, dropped %s",
+            ", ".join(f"{n} {t}" for t, n in sorted(dropped.items())),
+        )
+        self._reclaim(self._conn())
+
+    def _reclaim(self, db: sqlite3.Connection) -> None:
+        try:
+            if db.execute("PRAGMA freelist_count").fetchone()[0] > _VACUUM_PAGES:
+                db.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES * 4})").fetchall()
+        except sqlite3.OperationalError as exc:
+            log.debug("outbox: incremental vacuum deferred: %s", exc)
+
+    def _make_room(self) -> None:
+        """On a full disk: give up the reserve, evict per policy, and hand pages back."""
+        if not self.disk_full:
+            log.error(
+                "outbox: disk full at %s; evicting oldest telemetry, holding sources",
+                self.path.parent,
+            )
+        self.disk_full = True
+        self._reserve.unlink(missing_ok=True)
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            victims = self._evict_oldest(db, _EVICT_CHUNK)
+            self._record_drops(db, victims)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with _quiet():
+                db.execute("ROLLBACK")
+            log.error("outbox: cannot evict on a full disk: %s", exc)
+            return
+        self._after_drops(victims)
+        with _quiet():
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            db.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES * 16})").fetchall()
+
+    def take_unreported_drops(self) -> Counter[str]:
+        """Drops not yet told to the platform; the caller reports them, then calls this."""
+        return Counter(self.unreported_drops)
+
+    async def mark_drops_reported(self, reported: Counter[str]) -> None:
+        def clear() -> None:
+            db = self._conn()
+            with db:
+                for event_type, count in reported.items():
+                    self._bump(db, f"unreported:{event_type}", -count)
+            self.unreported_drops.subtract(reported)
+            self.unreported_drops = +self.unreported_drops
+
+        await self._run(clear)
 
     # -- drain
 
@@ -239,6 +430,7 @@ class Outbox:
             db.execute("ROLLBACK")
             raise
         self.delivered += len(keys)
+        self._reclaim(db)
 
     async def dead_letter(self, items: Sequence[tuple[StoredEvent, str]], now: datetime) -> None:
         """Move events the platform refused out of the lane, keeping them for inspection."""
@@ -258,10 +450,97 @@ class Outbox:
                 rows,
             )
             db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+            # Dead letters have their own bound; the oldest make way.
+            db.execute(
+                "DELETE FROM dead_letters WHERE seq NOT IN "
+                "(SELECT seq FROM dead_letters ORDER BY seq DESC LIMIT ?)",
+                (self.settings.dead_letters_max,),
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    # -- repair, through the local API
+
+    async def peek(self, lane: str, limit: int) -> list[dict[str, Any]]:
+        def load() -> list[dict[str, Any]]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, body FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
+                    (lane, limit),
+                )
+                .fetchall()
+            )
+            return [{"seq": seq, "event": json.loads(body)} for seq, body in rows]
+
+        return await self._run(load)
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        def load() -> list[dict[str, Any]]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, reason, dead_at, body FROM dead_letters ORDER BY seq LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
+            return [
+                {"seq": seq, "reason": reason, "dead_at": at, "event": json.loads(body)}
+                for seq, reason, at, body in rows
+            ]
+
+        return await self._run(load)
+
+    async def requeue(self, ids: Sequence[str] | None) -> int:
+        """Put dead letters back at the end of their lane (all of them when ids is None)."""
+
+        def move() -> int:
+            db = self._conn()
+            where, args = _id_filter(ids)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT id, type, source, body FROM dead_letters {where} ORDER BY seq",  # noqa: S608
+                    args,
+                ).fetchall()
+                for event_id, event_type, source, body in rows:
+                    received = json.loads(body).get("received_at", "")
+                    lane = LANE_ALARM if _alarm_lane(event_type) else LANE_TELEMETRY
+                    db.execute(
+                        "INSERT OR IGNORE INTO events "
+                        "(lane, id, type, source, received_at, body, size, elapsed) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            lane,
+                            event_id,
+                            event_type,
+                            source,
+                            received,
+                            body,
+                            len(body),
+                            self.elapsed(),
+                        ),
+                    )
+                db.execute(f"DELETE FROM dead_letters {where}", args)  # noqa: S608
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+        return await self._run(move)
+
+    async def purge_dead_letters(self, ids: Sequence[str] | None) -> int:
+        def purge() -> int:
+            where, args = _id_filter(ids)
+            with self._conn() as db:
+                cursor = db.execute(f"DELETE FROM dead_letters {where}", args)  # noqa: S608
+                return cursor.rowcount
+
+        return await self._run(purge)
 
     # -- state and inspection
 
@@ -305,7 +584,13 @@ class Outbox:
 
     def _stats(self) -> OutboxStats:
         db = self._conn()
-        stats = OutboxStats(committed=self.committed, delivered=self.delivered)
+        stats = OutboxStats(
+            committed=self.committed,
+            delivered=self.delivered,
+            dropped=dict(self.dropped),
+            used_bytes=self._used_bytes(db),
+            max_bytes=self.settings.max_bytes,
+        )
         for lane in LANES:
             depth = db.execute("SELECT count(*) FROM events WHERE lane = ?", (lane,)).fetchone()
             oldest = db.execute(
@@ -315,6 +600,32 @@ class Outbox:
             stats.oldest_received_at[lane] = oldest[0] if oldest else None
         stats.dead_letters = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return stats
+
+
+def _alarm_lane(event_type: str) -> bool:
+    return event_type.startswith("alarm.") or event_type == "device_status"
+
+
+def _id_filter(ids: Sequence[str] | None) -> tuple[str, list[str]]:
+    if ids is None:
+        return "", []
+    marks = ", ".join("?" for _ in ids)
+    return f"WHERE id IN ({marks})", list(ids)
+
+
+def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_FULL", "SQLITE_IOERR_WRITE") or "full" in str(exc).lower()
+
+
+class _quiet:
+    """Ignore SQLite errors in best-effort clean-up steps."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        return kind is not None and issubclass(kind, sqlite3.Error)
 
 
 def age_seconds(received_at: str | None, now: datetime) -> float | None:
