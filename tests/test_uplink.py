@@ -238,3 +238,37 @@ async def test_connection_refused_is_retried_until_the_platform_is_up(
 def test_retry_after_forms(header: str | None, expected: float | None) -> None:
     now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
     assert parse_retry_after(header, now) == expected
+
+
+async def test_probe_gets_the_first_batch_out_within_5s_of_the_platform_returning(
+    harness_factory,
+) -> None:
+    """However long the backoff grew during an outage, recovery does not wait it out."""
+    hook = ScriptedWebhook()
+    h = await harness_factory(
+        hook, [reading(1)], backoff_initial_s=120, backoff_max_s=3600, probe_interval_s=2
+    )
+    await h.until(lambda: h.uplink.lanes["telemetry"].requests >= 4, step=60)
+    with hook:
+        came_back = h.clock.monotonic()
+        await h.until(lambda: h.uplink.lanes["telemetry"].delivered == 1, step=0.5)
+        assert h.clock.monotonic() - came_back <= 5.0
+
+
+async def test_the_probe_does_not_override_a_platform_asking_to_back_off(
+    harness_factory,
+) -> None:
+    """A 503 means the platform is up and busy: the backoff stands, no early retry."""
+    answers = iter([(503, {}, {}), (200, {}, {})])
+    with ScriptedWebhook(lambda seen: next(answers)) as hook:
+        h = await harness_factory(
+            hook, [reading(1)], backoff_initial_s=100, backoff_max_s=100, probe_interval_s=1
+        )
+        await h.until(lambda: len(hook.requests) == 1)
+        delay = h.uplink.lanes["telemetry"].retry_in_s
+        assert delay is not None
+        if delay > 10:
+            await h.clock.advance(delay - 5)
+            await asyncio.sleep(0.2)
+            assert len(hook.requests) == 1
+        await h.until(lambda: len(hook.requests) == 2, step=1)

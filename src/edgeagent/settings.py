@@ -139,6 +139,12 @@ class UplinkSettings(Section):
     config_fault_retry_s: float = Field(
         300.0, gt=0, description="Retry interval while the platform answers 401, 403 or 404"
     )
+    probe_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="While the platform is unreachable, how often a cheap request checks "
+        "whether it is back, cutting the retry delay short",
+    )
 
 
 class StatusSettings(Section):

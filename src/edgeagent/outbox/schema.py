@@ -48,14 +48,16 @@ CREATE TABLE IF NOT EXISTS counters (
 
 # Version 2 adds each event's size (for the byte bound) and the daemon's running time at
 # commit (for the age bound: a wall-clock step must not age or rejuvenate anything).
-_V2_COLUMNS = """
-ALTER TABLE events ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE events ADD COLUMN elapsed REAL NOT NULL DEFAULT 0;
-"""
+_V2_COLUMNS = (
+    "ALTER TABLE events ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE events ADD COLUMN elapsed REAL NOT NULL DEFAULT 0",
+)
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:
-    db.executescript(_V2_COLUMNS)
+    # One statement at a time: executescript would commit the migration's transaction.
+    for statement in _V2_COLUMNS:
+        db.execute(statement)
     db.execute("UPDATE events SET size = length(body)")
     # Rows carried over count as committed now: the age bound never drops early.
     base = db.execute("SELECT value FROM counters WHERE name = 'elapsed_s'").fetchone()
@@ -66,11 +68,19 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 
 def create(db: sqlite3.Connection) -> None:
-    """A fresh file at the current version."""
-    db.executescript(SCHEMA_V1)
-    for version in range(1, SCHEMA_VERSION):
-        MIGRATIONS[version](db)
-    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    """A fresh file at the current version, in one transaction: a kill midway leaves none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA_V1.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for version in range(1, SCHEMA_VERSION):
+            MIGRATIONS[version](db)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def migrate(db: sqlite3.Connection, found: int) -> None:

@@ -235,17 +235,47 @@ class Uplink:
                     self._settings.backoff_initial_s * 2 ** (self._failures[lane] - 1),
                 )
                 delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
-            await self._wait(lane, delay)
+            # Only an unreachable platform is probed: one that answers 5xx or 429 is up and
+            # asking us to back off, which the probe must not undo.
+            unreachable = answer.status is None
+            await self._wait(lane, delay, probe=unreachable and answer.retry_after is None)
 
     def _pause(self, lane: str, reason: str) -> None:
         if self.lanes[lane].paused != reason:
             log.error("uplink: %s lane paused: %s", lane, reason)
         self.lanes[lane].paused = reason
 
-    async def _wait(self, lane: str, delay: float) -> None:
+    async def _wait(self, lane: str, delay: float, probe: bool = False) -> None:
+        """Sleep out a retry delay; with `probe`, end it early once the platform answers."""
         self.lanes[lane].retry_in_s = delay
-        await self._clock.sleep(delay)
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waiters: set[asyncio.Future[Any]] = {sleeper}
+        if probe and delay > self._settings.probe_interval_s:
+            waiters.add(asyncio.ensure_future(self._until_reachable()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
         self.lanes[lane].retry_in_s = None
+
+    async def _until_reachable(self) -> None:
+        """Return once the platform's host answers HTTP at all, checked every few seconds.
+
+        The data backoff may have grown to minutes during an outage; this cheap check gets
+        the first batch out within seconds of the platform coming back.
+        """
+        while True:
+            await self._clock.sleep(self._settings.probe_interval_s)
+            try:
+                await self._client.request(
+                    "HEAD", self.url, timeout=self._settings.probe_interval_s
+                )
+            except httpx.HTTPError:
+                continue
+            log.debug("uplink: platform reachable again, retrying now")
+            return
 
     def _envelope(self, batch: list[StoredEvent], batch_id: str) -> bytes:
         # Events are stored as their wire JSON, so the envelope is assembled, not re-encoded.
