@@ -110,16 +110,21 @@ class DaemonProcess:
 
     def wait_until(self, predicate: Any, timeout: float = 60.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
+        last: Any = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"daemon exited: {self.log.read_text()[-3000:]}")
             try:
-                if predicate(self.status()):
+                last = self.status()
+                if predicate(last):
                     return
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                last = repr(exc)
             time.sleep(0.1)
-        raise AssertionError(f"daemon never reached: {what}\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"daemon never reached: {what}\nlast status: {str(last)[:2000]}\n"
+            f"{self.log.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         assert self.process is not None

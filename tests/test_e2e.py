@@ -112,7 +112,7 @@ async def test_end_to_end_through_outage_and_kill(
         daemon.wait_until(
             lambda s: (
                 {d["id"]: d["status"] for d in s["devices"]}
-                == {"gnss-1": "degraded", "mqtt": "online"}
+                == {"gnss-1": "degraded", "mqtt": "online", "outbox": "online"}
             ),
             what="port open and broker connected",
         )

@@ -19,14 +19,30 @@ MB = 1024 * 1024
 
 
 def reading(n: int, pad: int = 0) -> Event:
-    return make_event(SENSOR_READING, "s1", "gw/s1", AT, AT,
-                      {"sensorId": "s1", "value": n, "unit": "x" * pad or None})
+    return make_event(
+        SENSOR_READING,
+        "s1",
+        "gw/s1",
+        AT,
+        AT,
+        {"sensorId": "s1", "value": n, "unit": "x" * pad or None},
+    )
 
 
 def status_change(n: int) -> Event:
-    return make_event(DEVICE_STATUS, "g1", "gw/g1", AT, AT, {
-        "resourceId": "gw/g1", "oldStatus": "online", "newStatus": "offline",
-        "reason": f"unplugged {n}"})
+    return make_event(
+        DEVICE_STATUS,
+        "g1",
+        "gw/g1",
+        AT,
+        AT,
+        {
+            "resourceId": "gw/g1",
+            "oldStatus": "online",
+            "newStatus": "offline",
+            "reason": f"unplugged {n}",
+        },
+    )
 
 
 def settings(**kw: float) -> OutboxSettings:
@@ -131,9 +147,11 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     old.executescript(SCHEMA_V1)
     events = [reading(n) for n in range(5)]
     for e in events:
-        old.execute("INSERT INTO events (lane, id, type, source, received_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (e.lane, e.id, e.type, e.source, "2026-03-01T12:00:00.000Z", e.to_json()))
+        old.execute(
+            "INSERT INTO events (lane, id, type, source, received_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (e.lane, e.id, e.type, e.source, "2026-03-01T12:00:00.000Z", e.to_json()),
+        )
     old.execute("INSERT INTO alarm_state VALUES ('a1', '{\"active\": true}')")
     old.execute("INSERT INTO counters VALUES ('committed', 5)")
     old.execute("PRAGMA user_version=1")

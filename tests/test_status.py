@@ -47,7 +47,7 @@ async def daemon(tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> Asy
     agent = Daemon(settings)
     task = asyncio.create_task(agent.run())
     await eventually(agent.ready)
-    await eventually(lambda: agent.devices[0].status == "online")
+    await eventually(lambda: agent.mqtt is not None and agent.mqtt.health.status == "online")
     yield agent
     agent.stop()
     await asyncio.wait_for(task, 30)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,15 +18,16 @@ import uvicorn
 from edgeagent import __version__
 from edgeagent.alarms import AlarmEvaluator, UnknownAlarm
 from edgeagent.clock import Clock, SystemClock
-from edgeagent.drivers.base import DeviceHealth
+from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
-from edgeagent.events import LANES, Event, format_time
+from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import age_seconds
 from edgeagent.pipeline import Ingest
 from edgeagent.settings import SecretError, Settings
 from edgeagent.status.app import ActionError, build_app
+from edgeagent.status.metrics import render as render_metrics
 from edgeagent.uplink import Uplink, UplinkCredentials
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Daemon:
         self.mqtt: MqttDriver | None = None
         self.gnss: list[GnssDriver] = []
         self.server: _Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._reporting_drops = False
         self.evaluator: AlarmEvaluator
         self.ingest: Ingest
         self.uplink: Uplink
@@ -131,6 +134,7 @@ class Daemon:
             self._credentials,
             settings.gateway.id,
             self.clock,
+            on_delivered=self._delivered,
         )
         self.ingest = Ingest(
             self.outbox,
@@ -139,6 +143,11 @@ class Daemon:
             max_group=settings.outbox.commit_max_events,
             linger_s=settings.outbox.commit_linger_ms / 1000.0,
             on_committed=self._committed,
+        )
+        self.outbox_health = DeviceHealth("outbox", "outbox", status=ONLINE, reason="open")
+        self.devices.append(self.outbox_health)
+        self._outbox_reporter = HealthReporter(
+            self.outbox_health, self.external_id("outbox"), self.ingest
         )
         for device in settings.gnss:
             health = DeviceHealth(device.id, "gnss")
@@ -171,6 +180,13 @@ class Daemon:
         sources = [asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss]
         if self.mqtt is not None:
             sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+        if self.outbox.salvage is not None:
+            await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
+            if self.outbox.salvage.alarm_state_lost:
+                log.error(
+                    "alarms: state lost with the damaged outbox; every alarm starts "
+                    "from normal, so active conditions annunciate again"
+                )
         page_task = None
         if settings.status.enabled:
             page_task = await self._start_page()
@@ -248,6 +264,52 @@ class Daemon:
 
     def _committed(self, events: list[Event]) -> None:
         self.uplink.notify()
+        if self.outbox.unreported_drops and self.outbox_health.status == ONLINE:
+            self._spawn(
+                self._outbox_reporter.set(
+                    DEGRADED, "outbox full or events expired: dropping the oldest telemetry"
+                )
+            )
+
+    def _delivered(self) -> None:
+        if self.outbox.unreported_drops and not self._reporting_drops:
+            self._reporting_drops = True
+            self._spawn(self._report_drops())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="outbox-report")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _report_drops(self) -> None:
+        """Once the link is back, tell the platform what the outbox had to drop."""
+        try:
+            drops = self.outbox.take_unreported_drops()
+            total = sum(drops.values())
+            detail = ", ".join(f"{t} {n}" for t, n in sorted(drops.items()))
+            reason = f"dropped {total} events while full or expired ({detail})"
+            now = self.clock.now()
+            external = self.external_id("outbox")
+            event = make_event(
+                DEVICE_STATUS,
+                "outbox",
+                external,
+                now,
+                now,
+                {
+                    "resourceId": external,
+                    "oldStatus": DEGRADED,
+                    "newStatus": ONLINE,
+                    "reason": reason,
+                },
+            )
+            await self.ingest.submit(event)
+            await self.outbox.mark_drops_reported(drops)
+            self.outbox_health.status = ONLINE
+            self.outbox_health.reason = reason
+            log.warning("outbox: reported upstream: %s", reason)
+        finally:
+            self._reporting_drops = False
 
     # -- StatusSource
 
@@ -282,7 +344,16 @@ class Daemon:
                 "dead_letters": stats.dead_letters,
                 "committed": stats.committed,
                 "delivered": stats.delivered,
+                "dropped": stats.dropped,
+                "used_bytes": stats.used_bytes,
+                "max_bytes": stats.max_bytes,
+                "disk_full": self.outbox.disk_full,
                 "commit_failing": self.ingest.commit_failing,
+                "salvage": self.outbox.salvage.describe() if self.outbox.salvage else None,
+            },
+            "clock": {
+                "now": format_time(now),
+                "unsynchronised": self.ingest.clock_unsynchronised,
             },
             "uplink": {
                 "url": scrub_url(self.uplink.url),
@@ -312,3 +383,36 @@ class Daemon:
 
     async def actions(self) -> list[dict[str, str]]:
         return await self.outbox.actions()
+
+    async def metrics(self) -> bytes:
+        return render_metrics(await self.status(), [self.uplink.latency])
+
+    async def outbox_view(self, what: str, lane: str | None, limit: int) -> dict[str, Any]:
+        if what == "stats":
+            outbox: dict[str, Any] = (await self.status())["outbox"]
+            return outbox
+        if what == "peek":
+            if lane not in LANES:
+                raise ActionError(400, f"lane must be one of {', '.join(LANES)}")
+            return {"lane": lane, "events": await self.outbox.peek(lane, limit)}
+        return {"dead_letters": await self.outbox.dead_letters(limit)}
+
+    async def outbox_repair(
+        self, action: str, ids: list[str] | None, operator: str, reason: str
+    ) -> dict[str, Any]:
+        if action == "requeue":
+            count = await self.outbox.requeue(ids)
+            self.uplink.notify()
+        else:
+            count = await self.outbox.purge_dead_letters(ids)
+        target = "all dead letters" if ids is None else f"{len(ids)} dead letters"
+        await self.outbox.record_action(self.clock.now(), operator, action, target, reason)
+        log.warning(
+            "outbox: %s of %s by %s: %d events (%s)",
+            action,
+            target,
+            operator,
+            count,
+            reason or "no reason given",
+        )
+        return {"action": action, "count": count}

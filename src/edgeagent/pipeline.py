@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edgeagent import BUILD_DATE
 from edgeagent.alarms import AlarmEvaluator
 from edgeagent.clock import Clock
 from edgeagent.events import SENSOR_READING, Event, parse_time
@@ -17,6 +19,9 @@ from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxError
 
 log = logging.getLogger(__name__)
+
+# A clock this far before the release date has not been set (no RTC, no NTP yet).
+CLOCK_FLOOR = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=UTC) - timedelta(days=365)
 
 ActionResult = tuple[list[Event], Any]
 
@@ -54,6 +59,7 @@ class Ingest:
         self._on_committed = on_committed
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_group * 4)
         self.commit_failing: str | None = None
+        self.clock_unsynchronised = False
 
     def received_at(self) -> datetime:
         return self._clock.now()
@@ -121,6 +127,7 @@ class Ingest:
                 if item.event.type == SENSOR_READING:
                     events.extend(self._evaluate(item.event))
         states = self._evaluator.take_dirty()
+        events = self._flag_clock(events)
 
         delay = 0.5
         while True:
@@ -144,6 +151,28 @@ class Ingest:
                 item.future.set_result(item.result)
         if self._on_committed is not None and events:
             self._on_committed(events)
+
+    def _flag_clock(self, events: list[Event]) -> list[Event]:
+        """Mark events stamped while the gateway's clock was plainly unsynchronised."""
+        suspect = self._clock.now() < CLOCK_FLOOR
+        if suspect != self.clock_unsynchronised:
+            self.clock_unsynchronised = suspect
+            if suspect:
+                log.error(
+                    "clock: %s is before %s; events are flagged until it is set",
+                    self._clock.now().isoformat(),
+                    CLOCK_FLOOR.date(),
+                )
+            else:
+                log.warning(
+                    "clock: set (%s); events no longer flagged", self._clock.now().isoformat()
+                )
+        return [
+            dataclasses.replace(event, data={**event.data, "clockUnsynchronised": True})
+            if event.received_at < CLOCK_FLOOR
+            else event
+            for event in events
+        ]
 
     def _evaluate(self, reading: Event) -> list[Event]:
         data = reading.data

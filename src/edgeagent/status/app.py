@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any, Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -38,35 +39,56 @@ class StatusSource(Protocol):
 
     async def actions(self) -> list[dict[str, str]]: ...
 
+    async def outbox_view(self, what: str, lane: str | None, limit: int) -> dict[str, Any]: ...
 
-def build_app(source: StatusSource, token: bytes | None) -> Starlette:
-    async def page(request: Request) -> Response:
-        return HTMLResponse(render(await source.status()))
+    async def outbox_repair(
+        self, action: str, ids: list[str] | None, operator: str, reason: str
+    ) -> dict[str, Any]: ...
 
-    async def status_json(request: Request) -> Response:
-        return JSONResponse(await source.status())
+    async def metrics(self) -> bytes: ...
 
-    async def healthz(request: Request) -> Response:
+
+class _Api:
+    """The request handlers, sharing the daemon and the token."""
+
+    def __init__(self, source: StatusSource, token: bytes | None) -> None:
+        self.source = source
+        self.token = token
+
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(render(await self.source.status()))
+
+    async def status_json(self, request: Request) -> Response:
+        return JSONResponse(await self.source.status())
+
+    async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    async def readyz(request: Request) -> Response:
-        if source.ready():
+    async def readyz(self, request: Request) -> Response:
+        if self.source.ready():
             return PlainTextResponse("ready\n")
         return PlainTextResponse("not ready\n", status_code=503)
 
-    def authorise(request: Request) -> None:
-        if token is None:
+    async def metrics(self, request: Request) -> Response:
+        return Response(await self.source.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    async def actions(self, request: Request) -> Response:
+        return JSONResponse({"actions": await self.source.actions()})
+
+    def authorise(self, request: Request) -> None:
+        if self.token is None:
             raise ActionError(403, "operator actions are disabled: no status.token configured")
         given = request.headers.get("Authorization", "")
         scheme, _, credential = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), token):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), self.token):
             raise ActionError(401, "missing or wrong bearer token")
         # A browser cannot send this content type cross-site without a preflight we never
         # answer, so a forged form post from another page is refused here.
         if request.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             raise ActionError(415, "actions take application/json")
 
-    async def read_action(request: Request) -> tuple[str, str]:
+    @staticmethod
+    async def read_body(request: Request) -> dict[str, Any]:
         body = await request.body()
         if len(body) > MAX_ACTION_BODY:
             raise ActionError(413, "action body too large")
@@ -76,6 +98,10 @@ def build_app(source: StatusSource, token: bytes | None) -> Starlette:
             raise ActionError(400, "action body is not JSON") from exc
         if not isinstance(data, dict):
             raise ActionError(400, "action body must be a JSON object")
+        return data
+
+    @staticmethod
+    def operator_of(data: dict[str, Any]) -> tuple[str, str]:
         operator = data.get("operator")
         reason = data.get("reason", "")
         if not isinstance(operator, str) or not operator.strip():
@@ -84,25 +110,61 @@ def build_app(source: StatusSource, token: bytes | None) -> Starlette:
             raise ActionError(400, "'reason' must be text")
         return operator.strip()[:100], reason.strip()[:500]
 
-    async def acknowledge(request: Request) -> Response:
+    async def acknowledge(self, request: Request) -> Response:
         try:
-            authorise(request)
-            operator, reason = await read_action(request)
-            result = await source.acknowledge(request.path_params["alarm_id"], operator, reason)
+            self.authorise(request)
+            operator, reason = self.operator_of(await self.read_body(request))
+            result = await self.source.acknowledge(
+                request.path_params["alarm_id"], operator, reason
+            )
         except ActionError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse(result)
 
-    async def actions(request: Request) -> Response:
-        return JSONResponse({"actions": await source.actions()})
+    async def outbox_view(self, request: Request) -> Response:
+        what = request.path_params["what"]
+        if what not in ("stats", "peek", "dead-letters"):
+            return JSONResponse({"error": f"no outbox view {what!r}"}, status_code=404)
+        try:
+            limit = min(max(int(request.query_params.get("limit", "20")), 1), 1000)
+            result = await self.source.outbox_view(what, request.query_params.get("lane"), limit)
+        except ValueError:
+            return JSONResponse({"error": "limit must be a number"}, status_code=400)
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse(result)
 
+    async def outbox_repair(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("requeue", "purge"):
+            return JSONResponse({"error": "outbox actions: requeue, purge"}, status_code=404)
+        try:
+            self.authorise(request)
+            data = await self.read_body(request)
+            operator, reason = self.operator_of(data)
+            ids = data.get("ids")
+            if ids is not None and (
+                not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)
+            ):
+                raise ActionError(400, "'ids' must be a list of event ids, or absent for all")
+            result = await self.source.outbox_repair(action, ids, operator, reason)
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse(result)
+
+
+def build_app(source: StatusSource, token: bytes | None) -> Starlette:
+    api = _Api(source, token)
     return Starlette(
         routes=[
-            Route("/", page),
-            Route("/status.json", status_json),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/api/alarms/{alarm_id}/acknowledge", acknowledge, methods=["POST"]),
-            Route("/api/actions", actions),
+            Route("/", api.page),
+            Route("/status.json", api.status_json),
+            Route("/healthz", api.healthz),
+            Route("/readyz", api.readyz),
+            Route("/metrics", api.metrics),
+            Route("/api/alarms/{alarm_id}/acknowledge", api.acknowledge, methods=["POST"]),
+            Route("/api/actions", api.actions),
+            Route("/api/outbox/{what:str}", api.outbox_view, methods=["GET"]),
+            Route("/api/outbox/{action:str}", api.outbox_repair, methods=["POST"]),
         ]
     )

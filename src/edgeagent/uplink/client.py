@@ -8,11 +8,13 @@ import gzip
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
+from prometheus_client import Histogram
 
 from edgeagent import __version__
 from edgeagent.clock import Clock
@@ -50,9 +52,13 @@ class LaneStatus:
     delivered: int = 0
     dead_lettered: int = 0
     requests: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "answers": dict(self.answers)}
+
+    def count(self, answer: str) -> None:
+        self.answers[answer] = self.answers.get(answer, 0) + 1
 
 
 @dataclass
@@ -96,8 +102,10 @@ class Uplink:
         gateway_id: str,
         clock: Clock,
         client: httpx.AsyncClient | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
         self._outbox = outbox
+        self._on_delivered = on_delivered
         self._platform = platform
         self._settings = settings
         self._credentials = credentials
@@ -112,6 +120,14 @@ class Uplink:
             headers={"User-Agent": f"edgeagent/{__version__}"},
         )
         self._wake = {lane: asyncio.Event() for lane in LANES}
+        # Not registered globally: the status page builds a registry per scrape.
+        self.latency = Histogram(
+            "edgeagent_uplink_request_seconds",
+            "Webhook request latency",
+            ["lane"],
+            registry=None,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.lanes = {lane: LaneStatus() for lane in LANES}
         self._failures = {lane: 0 for lane in LANES}
 
@@ -180,6 +196,8 @@ class Uplink:
             taken = [e.seq for e in batch if e.id not in answer.rejected]
             await self._outbox.delete(taken)
             self.lanes[lane].delivered += len(taken)
+            if self._on_delivered is not None:
+                self._on_delivered()
             return refused
         if status in _SPLIT_ON or status == 413:
             if len(batch) == 1:
@@ -305,15 +323,21 @@ class Uplink:
             body = gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
         headers["X-Signature"] = sign(self._credentials.signing_secret, body, int(now.timestamp()))
+        started = self._clock.monotonic()
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except httpx.TimeoutException:
             status.last_answer = "timeout"
+            status.count("timeout")
             return _Answer(None, "timeout")
         except httpx.HTTPError as exc:
             status.last_answer = f"connection error: {type(exc).__name__}"
+            status.count("connection_error")
             return _Answer(None, status.last_answer)
+        finally:
+            self.latency.labels(lane).observe(self._clock.monotonic() - started)
         status.last_answer = f"HTTP {response.status_code}"
+        status.count(str(response.status_code))
         answer = _Answer(
             response.status_code,
             retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
