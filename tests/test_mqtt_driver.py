@@ -225,7 +225,7 @@ async def test_broker_restart_reconnects_and_keeps_the_session(
     await publish(own_mosquitto, [(f"{topic_prefix}/b/level", b"2")])
     await eventually(lambda: len(driver.sensors) == 2)
     await stop(task)
-    await ingest.stop()
+    ingest.stop()
     await ingest_task
     batch = await outbox.next_batch("telemetry", 100, 10**6)
     assert sorted(b.source for b in batch) == ["a-level", "b-level"]

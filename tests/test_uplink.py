@@ -265,7 +265,7 @@ async def test_the_probe_does_not_override_a_platform_asking_to_back_off(
             hook, [reading(1)], backoff_initial_s=100, backoff_max_s=100, probe_interval_s=1
         )
         await h.until(lambda: len(hook.requests) == 1)
-        delay = h.uplink.lanes["telemetry"].retry_in_s
+        delay = h.uplink.lane_status()["telemetry"]["retry_in_s"]
         assert delay is not None
         if delay > 10:
             await h.clock.advance(delay - 5)

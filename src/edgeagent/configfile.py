@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from edgeagent.settings import Settings
+from edgeagent.settings import SecretError, SecretRef, Settings
 
 DEFAULT_CONFIG = Path("/etc/edgeagent/edgeagent.yaml")
 # Fields that point at secrets: their values are never echoed back in an error.
@@ -72,19 +73,35 @@ def _env_overrides() -> dict[str, Any]:
     return dict(source())
 
 
-def _in_env(env: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+def _env_source(env: dict[str, Any], loc: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
+    """The key path of the environment variable that supplied `loc`, if one did.
+
+    A list given in the environment replaces the file's whole list, so an error anywhere
+    inside it belongs to that variable.
+    """
+    if not loc:
+        return None
     node: Any = env
-    for part in loc:
-        if isinstance(node, dict):
-            matches = [k for k in node if str(k).lower() == str(part).lower()]
-            if not matches:
-                return False
-            node = node[matches[0]]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            return False
-    return True
+    for depth, part in enumerate(loc):
+        if isinstance(node, list):
+            return loc[:depth]
+        if not isinstance(node, dict):
+            return None
+        matches = [k for k in node if str(k).lower() == str(part).lower()]
+        if not matches:
+            return None
+        node = node[matches[0]]
+    return loc
+
+
+def _env_parse_problem(message: str) -> ConfigProblem:
+    """Name the variable whose JSON could not be read, which pydantic-settings does not."""
+    field = re.search(r'field "(\w+)"', message)
+    name = field.group(1) if field else ""
+    prefix = f"EDGEAGENT_{name.upper()}"
+    suspects = sorted(k for k in os.environ if name and k.upper().startswith(prefix))
+    where = ", ".join(suspects) or "environment"
+    return ConfigProblem(where, name, "not valid JSON for a list or mapping")
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
@@ -128,7 +145,7 @@ def load_settings(path: Path) -> Settings:
     try:
         env = _env_overrides()
     except (ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError([ConfigProblem("environment", "", str(exc))]) from exc
+        raise ConfigError([_env_parse_problem(str(exc))]) from exc
 
     try:
         return Settings(**_plain(root))
@@ -153,13 +170,91 @@ def _problems(
             given = error["input"]
             if not isinstance(given, dict | list):
                 message += f" (got {given!r})"
-        if _in_env(env, loc):
-            problems.append(ConfigProblem(_env_name(loc), _key_path(loc), message))
+        source = _env_source(env, loc)
+        if source is not None:
+            problems.append(ConfigProblem(_env_name(source), _key_path(loc), message))
         else:
             line_no = _line_of(root, loc)
             location = f"{where}:{line_no}" if line_no else where
             problems.append(ConfigProblem(location, _key_path(loc), message))
     return problems
+
+
+# Variables the commands read themselves, beside the settings.
+_OWN_VARIABLES = frozenset(
+    {"EDGEAGENT_CONFIG", "EDGEAGENT_TOKEN", "EDGEAGENT_URL", "EDGEAGENT_SHARED_DATA"}
+)
+
+
+def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[str]]:
+    """What validation alone cannot see: unreadable secrets (errors) and likely mistakes
+    (warnings), as `check-config` and start-up report them."""
+    errors: list[ConfigProblem] = []
+    warnings: list[str] = []
+    try:
+        root = YAML(typ="rt").load(path.read_text(encoding="utf-8")) or CommentedMap()
+    except (OSError, YAMLError):
+        root = CommentedMap()
+
+    secrets: list[tuple[tuple[int | str, ...], SecretRef | None]] = [
+        (("platform", "api_key"), settings.platform.api_key),
+        (("platform", "signing_secret"), settings.platform.signing_secret),
+        (("status", "token"), settings.status.token),
+    ]
+    if settings.mqtt is not None:
+        secrets.append((("mqtt", "password"), settings.mqtt.password))
+    for loc, ref in secrets:
+        if ref is None:
+            continue
+        try:
+            if not ref.read():
+                raise SecretError(f"secret {ref.path()} is empty")
+        except SecretError as exc:
+            line = _line_of(root, loc)
+            errors.append(
+                ConfigProblem(f"{path}:{line}" if line else str(path), _key_path(loc), str(exc))
+            )
+
+    if settings.platform.api_key is None or settings.platform.signing_secret is None:
+        warnings.append(
+            "platform.api_key or platform.signing_secret is not set: "
+            "the platform will refuse every batch"
+        )
+    if settings.status.token is None:
+        warnings.append("status.token is not set: operator actions are disabled")
+    if not settings.gnss and (settings.mqtt is None or not settings.mqtt.sensors):
+        warnings.append("no GNSS receiver and no MQTT sensor configured: nothing to read")
+    producible = _sensor_patterns(settings)
+    for alarm in settings.alarms:
+        if not any(pattern.fullmatch(alarm.sensor) for pattern in producible):
+            warnings.append(
+                f"alarm {alarm.id} watches sensor {alarm.sensor!r}, which no "
+                "mqtt.sensors entry can produce: it will never trigger"
+            )
+    known = {name.upper() for name in Settings.model_fields}
+    for variable in sorted(os.environ):
+        if not variable.startswith("EDGEAGENT_") or variable in _OWN_VARIABLES:
+            continue
+        head = variable.removeprefix("EDGEAGENT_").split("__")[0]
+        if head not in known:
+            warnings.append(
+                f"environment variable {variable} matches no setting and is "
+                "ignored (levels are joined by a double underscore)"
+            )
+    return errors, warnings
+
+
+def _sensor_patterns(settings: Settings) -> list[re.Pattern[str]]:
+    if settings.mqtt is None:
+        return []
+    patterns = []
+    for sensor in settings.mqtt.sensors:
+        pieces = re.split(r"(\{\d+\})", sensor.sensor)
+        regex = "".join(
+            "[^/]+" if re.fullmatch(r"\{\d+\}", piece) else re.escape(piece) for piece in pieces
+        )
+        patterns.append(re.compile(regex))
+    return patterns
 
 
 def json_schema() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
 from edgeagent.outbox import Outbox
-from edgeagent.outbox.store import age_seconds
+from edgeagent.outbox.store import OutboxCorrupt, age_seconds
 from edgeagent.pipeline import Ingest
 from edgeagent.settings import SecretError, Settings
 from edgeagent.status.app import ActionError, build_app
@@ -31,6 +31,9 @@ from edgeagent.status.metrics import render as render_metrics
 from edgeagent.uplink import Uplink, UplinkCredentials
 
 log = logging.getLogger(__name__)
+
+
+SHUTDOWN_COMMIT_S = 15
 
 
 class StartupError(Exception):
@@ -85,6 +88,10 @@ class Daemon:
         self.gnss: list[GnssDriver] = []
         self.server: _Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._ingest_task: asyncio.Task[None]
+        self._uplink_task: asyncio.Task[None]
+        self._sources: list[asyncio.Task[None]] = []
+        self._page_task: asyncio.Task[None] | None = None
         self._reporting_drops = False
         self.evaluator: AlarmEvaluator
         self.ingest: Ingest
@@ -167,19 +174,36 @@ class Daemon:
             )
 
     async def run(self) -> None:
-        settings = self.settings
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        await self._build()
+        try:
+            await self._build()
+            await self._start()
+            failure = await self._until_stopped()
+            await self._shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        log.info("stopped")
+        if isinstance(failure, OutboxCorrupt):
+            raise StartupError(f"{failure}; the next start moves it aside and salvages it")
+        if failure is not None:
+            raise StartupError("a stage failed; see the log above")
 
-        ingest_task = asyncio.create_task(self.ingest.run(), name="ingest-writer")
-        uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+    async def _start(self) -> None:
+        """Start the stages in data-flow order: writer, sender, sources, then the page."""
+        settings = self.settings
+        self._ingest_task = asyncio.create_task(self.ingest.run(), name="ingest-writer")
+        self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         self.uplink.notify()
-        sources = [asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss]
+        self._sources = [
+            asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss
+        ]
         if self.mqtt is not None:
-            sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+            self._sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
         if self.outbox.salvage is not None:
             await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
             if self.outbox.salvage.alarm_state_lost:
@@ -187,9 +211,8 @@ class Daemon:
                     "alarms: state lost with the damaged outbox; every alarm starts "
                     "from normal, so active conditions annunciate again"
                 )
-        page_task = None
         if settings.status.enabled:
-            page_task = await self._start_page()
+            self._page_task = await self._start_page()
         self._ready = True
         log.info(
             "edgeagent %s started: gateway %s, %d GNSS, %s, uplink %s",
@@ -201,39 +224,59 @@ class Daemon:
         )
         notify_systemd("READY=1\nSTATUS=running")
 
-        watched = [ingest_task, uplink_task, *sources]
+    async def _until_stopped(self) -> BaseException | None:
+        """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
+        watched = [self._ingest_task, self._uplink_task, *self._sources]
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if t is not stop_task and not t.cancelled()]
-        for task in failed:
-            if task.exception() is not None:
-                log.error("%s stopped unexpectedly: %r", task.get_name(), task.exception())
+        stop_task.cancel()
+        failure: BaseException | None = None
+        for task in done:
+            if task is stop_task or task.cancelled() or task.exception() is None:
+                continue
+            failure = task.exception()
+            log.error("%s stopped unexpectedly: %s", task.get_name(), failure)
+        return failure
 
-        # Shutdown mirrors start-up: sources first, so nothing new arrives; then the
-        # queued events are committed; then sending stops; the store closes last.
+    async def _shutdown(self) -> None:
+        # Shutdown mirrors start-up: sources stop taking input; what is queued is committed
+        # and acknowledged while the broker connection still stands; then the sources
+        # close, sending stops, and the store closes last. A commit that cannot finish
+        # (a full disk) gets a deadline: its sources were not acknowledged and redeliver.
         log.info("stopping")
         notify_systemd("STOPPING=1")
         self._ready = False
-        for task in sources:
-            task.cancel()
-        await asyncio.gather(*sources, return_exceptions=True)
+        ingest_task = self._ingest_task
+        if self.mqtt is not None:
+            self.mqtt.pause()
         if not ingest_task.done():
-            await self.ingest.stop()
-            await asyncio.gather(ingest_task, return_exceptions=True)
-        uplink_task.cancel()
-        await asyncio.gather(uplink_task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.ingest.drained(), SHUTDOWN_COMMIT_S)
+                await asyncio.sleep(0.2)  # lets the last PUBACKs leave the socket
+            except TimeoutError:
+                log.error(
+                    "stopping: queued events not committed within %d s; their sources "
+                    "will redeliver them",
+                    SHUTDOWN_COMMIT_S,
+                )
+        for task in self._sources:
+            task.cancel()
+        await asyncio.gather(*self._sources, return_exceptions=True)
+        if not ingest_task.done():
+            self.ingest.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(ingest_task), SHUTDOWN_COMMIT_S)
+            except (TimeoutError, Exception):  # reported by _until_stopped or above
+                ingest_task.cancel()
+                await asyncio.gather(ingest_task, return_exceptions=True)
+        self._uplink_task.cancel()
+        await asyncio.gather(self._uplink_task, return_exceptions=True)
         await self.uplink.close()
-        if self.server is not None and page_task is not None:
+        if self.server is not None and self._page_task is not None:
             self.server.should_exit = True
-            await asyncio.gather(page_task, return_exceptions=True)
-        stop_task.cancel()
+            await asyncio.gather(self._page_task, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.outbox.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        log.info("stopped")
-        if failed and any(t.exception() is not None for t in failed):
-            raise StartupError("a stage failed; see the log above")
 
     async def _start_page(self) -> asyncio.Task[None]:
         status = self.settings.status
@@ -357,7 +400,7 @@ class Daemon:
             },
             "uplink": {
                 "url": scrub_url(self.uplink.url),
-                "lanes": {lane: info.as_dict() for lane, info in self.uplink.lanes.items()},
+                "lanes": self.uplink.lane_status(),
             },
         }
 

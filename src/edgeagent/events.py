@@ -60,6 +60,14 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def printable(text: str) -> str:
+    """Text from a device or an operator, safe for one log line: control characters escaped,
+    so a newline in a topic cannot forge a second journal entry."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def lane_of(event_type: str) -> str:
     if event_type in ALARM_TYPES or event_type == DEVICE_STATUS:
         return LANE_ALARM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -16,7 +17,7 @@ from edgeagent.alarms import AlarmEvaluator
 from edgeagent.clock import Clock
 from edgeagent.events import SENSOR_READING, Event, parse_time
 from edgeagent.outbox import Outbox
-from edgeagent.outbox.store import OutboxError
+from edgeagent.outbox.store import OutboxCorrupt, OutboxError
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,21 @@ class Ingest:
         await self._queue.put(_Item(action=action, future=future))
         return await future
 
-    async def stop(self) -> None:
-        """Ask `run` to commit what is queued and return."""
-        await self._queue.put(None)
+    def stop(self) -> None:
+        """Ask `run` to commit what is queued and return (a no-op when the queue is full:
+        the caller's deadline then ends `run`, and uncommitted sources redeliver)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def drained(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self._queue.join()
 
     async def run(self) -> None:
         while True:
             first = await self._queue.get()
             if first is None:
+                self._queue.task_done()
                 return
             group = [first]
             stopping = self._fill(group)
@@ -96,6 +104,8 @@ class Ingest:
                 await asyncio.sleep(self._linger_s)
                 stopping = self._fill(group)
             await self._commit(group)
+            for _ in range(len(group) + (1 if stopping else 0)):
+                self._queue.task_done()
             if stopping:
                 return
 
@@ -134,6 +144,8 @@ class Ingest:
             try:
                 await self._outbox.commit(events, states)
                 break
+            except OutboxCorrupt:
+                raise
             except (sqlite3.Error, OutboxError, OSError) as exc:
                 if self.commit_failing is None:
                     log.error("outbox: cannot commit, holding %d events: %s", len(events), exc)

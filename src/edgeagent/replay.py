@@ -39,6 +39,8 @@ class PtyPort:
 
     def __init__(self, link: str | os.PathLike[str]) -> None:
         self.link = Path(link)
+        if self.link.exists() and not self.link.is_symlink():
+            raise FileExistsError(f"{self.link} exists and is not a symlink; not replacing it")
         self.dropped = 0
         self._master: int | None = None
         self._slave: int | None = None
@@ -86,8 +88,8 @@ class PtyPort:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._master = self._slave = None
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
+        if self.link.is_symlink():
+            self.link.unlink(missing_ok=True)
 
     def replug(self) -> None:
         """A new device appears under the same path."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -20,6 +22,8 @@ Identifier = Annotated[
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$", description="A configured id"),
 ]
 Priority = Literal["critical", "high", "medium", "low", "diagnostic"]
+# Device ids the daemon gives its own parts on the status page and in device_status.
+RESERVED_IDS = frozenset({"mqtt", "outbox", "gateway"})
 DEFAULT_SEVERITY: dict[str, int] = {
     "critical": 900,
     "high": 700,
@@ -72,6 +76,15 @@ class SecretError(Exception):
     """A secret could not be read."""
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class GatewaySettings(Section):
     id: Identifier = Field("gateway", description="This gateway's id; prefixes external ids")
     data_dir: Path = Field(
@@ -94,6 +107,20 @@ class PlatformSettings(Section):
     )
     compression: bool = Field(True, description="gzip request bodies")
     timeout_s: float = Field(15.0, gt=0, description="Timeout of one webhook request")
+
+    @model_validator(mode="after")
+    def _url_is_safe(self) -> PlatformSettings:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {self.base_url!r} must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("base_url must not carry credentials; use api_key")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "base_url must use https:// beyond this machine: the API key and the "
+                "events would cross the network in clear"
+            )
+        return self
 
 
 class OutboxSettings(Section):
@@ -139,6 +166,9 @@ class UplinkSettings(Section):
     config_fault_retry_s: float = Field(
         300.0, gt=0, description="Retry interval while the platform answers 401, 403 or 404"
     )
+    retry_after_max_s: float = Field(
+        900.0, gt=0, description="Longest Retry-After from the platform that is honoured"
+    )
     probe_interval_s: float = Field(
         2.0,
         gt=0,
@@ -161,7 +191,9 @@ class StatusSettings(Section):
 class GnssDevice(Section):
     id: Identifier = Field(description="Device id, used as the event source")
     port: str = Field(description="Serial device path, e.g. /dev/ttyACM0 or /dev/serial/by-id/…")
-    baudrate: int = Field(9600, description="Serial speed")
+    baudrate: Literal[4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = Field(
+        9600, description="Serial speed"
+    )
     external_id: str | None = Field(None, description="Platform id (default GATEWAY_ID/ID)")
     stale_after_s: float = Field(
         5.0, gt=0, description="No sentence for this long makes the device degraded"
@@ -263,11 +295,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _ids_unique(self) -> Settings:
-        seen: set[str] = set()
+        seen: set[str] = set(RESERVED_IDS)
         for device_id in [d.id for d in self.gnss] + [a.id for a in self.alarms]:
+            if device_id in RESERVED_IDS:
+                raise ValueError(f"id {device_id!r} is reserved for the daemon's own devices")
             if device_id in seen:
                 raise ValueError(f"id {device_id!r} is used twice")
             seen.add(device_id)
+        ports = [d.port for d in self.gnss]
+        for port in ports:
+            if ports.count(port) > 1:
+                raise ValueError(f"serial port {port} is configured for two GNSS receivers")
         return self
 
     def outbox_path(self) -> Path:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from edgeagent.clock import Clock
-from edgeagent.events import DEVICE_STATUS, Event, make_event
+from edgeagent.events import DEVICE_STATUS, Event, format_time, make_event
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class DeviceHealth:
     last_value: Any = None
     messages: int = 0
     errors: int = 0
+    last_error: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -59,10 +60,11 @@ class DeviceHealth:
             "kind": self.kind,
             "status": self.status,
             "reason": self.reason,
-            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "last_seen": format_time(self.last_seen) if self.last_seen else None,
             "last_value": self.last_value,
             "messages": self.messages,
             "errors": self.errors,
+            "last_error": self.last_error,
         }
 
 
@@ -73,17 +75,22 @@ class HealthReporter:
         self.health = health
         self._external_id = external_id
         self._sink = sink
+        self._announced = False
 
     async def set(self, status: str, reason: str) -> None:
         old = self.health.status
+        first = not self._announced
+        self._announced = True
         self.health.reason = reason
-        if status == old:
+        if status == old and not first:
             return
         self.health.status = status
         if status == ONLINE:
             log.info("%s: %s (%s)", self.health.device_id, status, reason)
         else:
             log.warning("%s: %s (%s)", self.health.device_id, status, reason)
+        if status == old:
+            return
         now = self._sink.received_at()
         event = make_event(
             DEVICE_STATUS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable
@@ -23,12 +24,17 @@ from edgeagent.drivers.base import (
 )
 from edgeagent.drivers.payloads import PayloadError, decode
 from edgeagent.drivers.topics import TopicMap
-from edgeagent.events import SENSOR_READING, make_event
+from edgeagent.events import SENSOR_READING, make_event, printable
 from edgeagent.settings import MqttSensor, MqttSettings
 
 log = logging.getLogger(__name__)
 
 UNDECODABLE_LOG_INTERVAL_S = 60.0
+MAX_SENSOR_ID = 200
+# The page tracks this many sensors; more still flow upstream, only unlisted.
+MAX_TRACKED_SENSORS = 5000
+# Bounds the per-topic log memory against a flood of distinct garbage topics.
+UNDECODABLE_TOPICS_TRACKED = 1000
 
 
 @dataclass
@@ -71,9 +77,14 @@ class MqttDriver:
         self.client_id = settings.client_id or f"edgeagent-{gateway_id}"
         self.sensors: dict[str, SensorLive] = {}
         self.undecodable = 0
-        self._undecodable_logged_at: float | None = None
-        self._undecodable_since_log = 0
+        self._undecodable_log: dict[str, tuple[float | None, int]] = {}
         self._connection: aiomqtt.Client | None = None
+        self._taking = asyncio.Event()
+        self._taking.set()
+
+    def pause(self) -> None:
+        """Stop taking messages, keeping the connection so queued acknowledgements go out."""
+        self._taking.clear()
 
     def _client(self) -> aiomqtt.Client:
         tls = None
@@ -117,6 +128,9 @@ class MqttDriver:
                     backoff.reset()
                     await self._reporter.set(ONLINE, f"connected to {where}")
                     async for message in client.messages:
+                        # Paused for shutdown: messages not taken stay unacknowledged and
+                        # come back after the restart, never half-handled.
+                        await self._taking.wait()
                         await self._on_message(client, message)
             except aiomqtt.MqttError as exc:
                 self._connection = None
@@ -148,9 +162,20 @@ class MqttDriver:
                 continue
             sensor_id = topic_map.name(matched)
             try:
+                if len(sensor_id) > MAX_SENSOR_ID:
+                    raise PayloadError(f"sensor id from the topic is over {MAX_SENSOR_ID} chars")
                 reading = decode(sensor, payload)
             except PayloadError as exc:
                 self._count_undecodable(topic, str(exc))
+                break
+            except Exception as exc:
+                self._count_undecodable(topic, f"cannot decode ({type(exc).__name__})")
+                log.debug(
+                    "%s: decoding %s failed",
+                    self.health.device_id,
+                    printable(topic),
+                    exc_info=True,
+                )
                 break
             await self._emit(
                 sensor,
@@ -193,6 +218,8 @@ class MqttDriver:
         )
         await self._sink.enqueue(event, acknowledge)
         live = self.sensors.get(sensor_id)
+        if live is None and len(self.sensors) >= MAX_TRACKED_SENSORS:
+            return
         if live is None:
             live = self.sensors[sensor_id] = SensorLive(sensor_id, value, unit, "", topic)
         live.value, live.unit, live.topic = value, unit, topic
@@ -205,17 +232,22 @@ class MqttDriver:
     def _count_undecodable(self, topic: str, reason: str) -> None:
         self.undecodable += 1
         self.health.errors += 1
-        self._undecodable_since_log += 1
+        self.health.last_error = f"{printable(topic[:120])}: {printable(reason)}"
         now = self._clock.monotonic()
-        last = self._undecodable_logged_at
-        # Rate-limited: a sensor spewing garbage must not flood the journal.
-        if last is None or now - last >= UNDECODABLE_LOG_INTERVAL_S:
+        logged_at, suppressed = self._undecodable_log.get(topic, (None, 0))
+        # Rate-limited per topic: a sensor spewing garbage must not flood the journal, nor
+        # hide another sensor's first bad payload.
+        if logged_at is None or now - logged_at >= UNDECODABLE_LOG_INTERVAL_S:
+            extra = f" ({suppressed} more since the last report)" if suppressed else ""
             log.warning(
-                "%s: undecodable payload on %s: %s (%d such since last report)",
+                "%s: undecodable payload on %s: %s%s",
                 self.health.device_id,
-                topic[:120],
-                reason,
-                self._undecodable_since_log,
+                printable(topic[:120]),
+                printable(reason),
+                extra,
             )
-            self._undecodable_logged_at = now
-            self._undecodable_since_log = 0
+            if len(self._undecodable_log) >= UNDECODABLE_TOPICS_TRACKED:
+                self._undecodable_log.clear()
+            self._undecodable_log[topic] = (now, 0)
+        else:
+            self._undecodable_log[topic] = (logged_at, suppressed + 1)

@@ -49,9 +49,10 @@ def _value(raw: Any) -> float | bool | str:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, int | float):
-        if not math.isfinite(raw):
+        number = float(raw)
+        if not math.isfinite(number):
             raise PayloadError("value is not finite")
-        return float(raw)
+        return number
     if isinstance(raw, str):
         return _number(raw.strip())
     raise PayloadError(f"value is a {type(raw).__name__}, not a number")
@@ -62,6 +63,8 @@ def _timestamp(raw: Any) -> datetime:
         raise PayloadError("timestamp is a boolean")
     if isinstance(raw, int | float):
         seconds = float(raw)
+        if not math.isfinite(seconds) or not 0 <= seconds < 1e20:
+            raise PayloadError(f"timestamp {str(raw)[:40]} out of range")
         # Unix time in seconds, milliseconds, microseconds or nanoseconds: tell by size.
         while seconds > 1e11:
             seconds /= 1000.0
@@ -71,14 +74,27 @@ def _timestamp(raw: Any) -> datetime:
             raise PayloadError(f"timestamp {raw!r} out of range") from exc
     if isinstance(raw, str):
         try:
-            return parse_time(raw.strip())
-        except ValueError as exc:
+            moment = parse_time(raw.strip()[:64])
+        except (ValueError, OverflowError) as exc:
             raise PayloadError(f"timestamp {raw[:40]!r} is not RFC 3339 with a zone") from exc
+        return moment
     raise PayloadError("timestamp is neither a number nor a string")
 
 
 def decode(sensor: MqttSensor, payload: bytes) -> Reading:
     """Read one message's payload; raises PayloadError with the reason when it cannot."""
+    try:
+        return _decode(sensor, payload)
+    except RecursionError as exc:
+        raise PayloadError("JSON nested too deeply") from exc
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
+        # Numbers too large for a float or for int(), dates past year 9999, and the like.
+        raise PayloadError(f"value out of range: {str(exc)[:80]}") from exc
+
+
+def _decode(sensor: MqttSensor, payload: bytes) -> Reading:
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
@@ -97,8 +113,8 @@ def decode(sensor: MqttSensor, payload: bytes) -> Reading:
     unit = sensor.unit
     if sensor.unit_field:
         raw_unit = _dig(document, sensor.unit_field)
-        if not isinstance(raw_unit, str):
-            raise PayloadError("unit is not a string")
+        if not isinstance(raw_unit, str) or len(raw_unit) > 32:
+            raise PayloadError("unit is not a short string")
         unit = raw_unit
     timestamp = None
     if sensor.timestamp_field:

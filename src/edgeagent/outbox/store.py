@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = schema.SCHEMA_VERSION
 T = TypeVar("T")
 _EVICT_CHUNK = 500
+_FILE_CHECK_INTERVAL_S = 5.0
 # Free pages are handed back to the filesystem a few at a time, never in one long stall.
 _VACUUM_PAGES = 256
 
@@ -65,6 +66,10 @@ class OutboxFull(OutboxError):
     """The disk is full: nothing was committed, and space is being made."""
 
 
+class OutboxCorrupt(OutboxError):
+    """SQLite found the file damaged while running; a restart salvages it."""
+
+
 class Outbox:
     """The SQLite file behind the store-and-forward buffer.
 
@@ -89,10 +94,59 @@ class Outbox:
         self.unreported_drops: Counter[str] = Counter()
         self.salvage: SalvageReport | None = None
         self.disk_full = False
+        self._inode: int | None = None
+        self._checked_at = 0.0
 
     async def _run(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, work)
+        return await loop.run_in_executor(self._executor, lambda: self._guarded(work))
+
+    def _guarded(self, work: Callable[[], T]) -> T:
+        self._check_file()
+        try:
+            return work()
+        except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc) or getattr(exc, "sqlite_errorname", "") in (
+                "SQLITE_CORRUPT",
+                "SQLITE_NOTADB",
+            ):
+                raise OutboxCorrupt(f"{self.path} is damaged: {exc}") from exc
+            raise
+
+    def _check_file(self) -> None:
+        """Notice the file being deleted or replaced under us, and put the data back.
+
+        Commits into an unlinked file would vanish at the next start; instead the open
+        copy is written out again under the file's name and used from there on.
+        """
+        if self._db is None or self._inode is None:
+            return
+        now = self._clock.monotonic()
+        if now - self._checked_at < _FILE_CHECK_INTERVAL_S:
+            return
+        self._checked_at = now
+        try:
+            inode = self.path.stat().st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode == self._inode:
+            return
+        log.error("outbox: %s was removed or replaced while open; writing it back", self.path)
+        if inode is not None:
+            self.path.rename(
+                self.path.with_name(
+                    f"{self.path.name}.replaced-{self._clock.now().strftime('%Y%m%dT%H%M%SZ')}"
+                )
+            )
+        restored = self.path.with_name(self.path.name + ".restoring")
+        restored.unlink(missing_ok=True)
+        self._db.execute("VACUUM INTO ?", (str(restored),))
+        self._db.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        restored.rename(self.path)
+        self._db = self._connect()
+        self._inode = self.path.stat().st_ino
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -120,6 +174,7 @@ class Outbox:
                 self._recover(problem)
                 return
         self._db = self._connect()
+        self._inode = self.path.stat().st_ino
         self._load_counters()
         self._hold_reserve()
         log.info("outbox: opened %s", self.path)
@@ -172,6 +227,7 @@ class Outbox:
         report = SalvageReport(moved_to=moved)
         salvage(moved, self._db, report)
         self.salvage = report
+        self._inode = self.path.stat().st_ino
         self._load_counters()
         self._hold_reserve()
         log.error("outbox: %s", report.describe())
@@ -258,7 +314,7 @@ class Outbox:
                 self._record_drops(db, dropped)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         except sqlite3.OperationalError as exc:
             if _is_disk_full(exc):
@@ -427,7 +483,7 @@ class Outbox:
             self._bump(db, "delivered", len(keys))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         self.delivered += len(keys)
         self._reclaim(db)
@@ -458,7 +514,7 @@ class Outbox:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     # -- repair, through the local API
@@ -527,7 +583,7 @@ class Outbox:
                 db.execute(f"DELETE FROM dead_letters {where}", args)  # noqa: S608
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             return len(rows)
 
@@ -600,6 +656,14 @@ class Outbox:
             stats.oldest_received_at[lane] = oldest[0] if oldest else None
         stats.dead_letters = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return stats
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back if SQLite has not already done so (it has after SQLITE_FULL), so the real
+    error is the one reported."""
+    if db.in_transaction:
+        with _quiet():
+            db.execute("ROLLBACK")
 
 
 def _alarm_lane(event_type: str) -> bool:

@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from edgeagent import __version__
 from edgeagent.clock import Clock
 from edgeagent.events import LANES, format_time, new_batch_id
 from edgeagent.outbox import Outbox, StoredEvent
+from edgeagent.outbox.store import OutboxCorrupt, OutboxError
 from edgeagent.settings import PlatformSettings, UplinkSettings
 from edgeagent.signing import sign
 
@@ -28,6 +30,12 @@ log = logging.getLogger(__name__)
 BATCH_SCHEMA = "edgeagent.batch/1"
 # 415: the platform refuses our content type or encoding, which only a config change fixes.
 _CONFIG_FAULTS = frozenset({401, 403, 404, 415})
+_FAULT_HINT = {
+    401: "check platform.api_key and platform.signing_secret",
+    403: "check the API key's rights and the platform's IP allowlist",
+    404: "check platform.base_url and platform.vendor_id",
+    415: "the platform does not take our encoding; try platform.compression: false",
+}
 _SPLIT_ON = frozenset({400, 422})
 
 
@@ -48,7 +56,7 @@ class LaneStatus:
     last_attempt_at: str | None = None
     last_success_at: str | None = None
     paused: str | None = None
-    retry_in_s: float | None = None
+    retry_at: float | None = None
     delivered: int = 0
     dead_lettered: int = 0
     requests: int = 0
@@ -120,6 +128,8 @@ class Uplink:
             headers={"User-Agent": f"edgeagent/{__version__}"},
         )
         self._wake = {lane: asyncio.Event() for lane in LANES}
+        self._retry_now = {lane: asyncio.Event() for lane in LANES}
+        self._envelope_proven = False
         # Not registered globally: the status page builds a registry per scrape.
         self.latency = Histogram(
             "edgeagent_uplink_request_seconds",
@@ -145,6 +155,18 @@ class Uplink:
                 group.create_task(self._drain(lane), name=f"uplink-{lane}")
 
     async def _drain(self, lane: str) -> None:
+        while True:
+            try:
+                await self._drain_batches(lane)
+            except OutboxCorrupt:
+                raise
+            except (OutboxError, sqlite3.Error, OSError) as exc:
+                # The outbox could not be read or updated (a full disk, say): nothing is lost,
+                # the same events are read again once it works.
+                log.error("uplink: %s lane cannot use the outbox: %s", lane, exc)
+                await self._wait(lane, self._settings.backoff_initial_s * 5)
+
+    async def _drain_batches(self, lane: str) -> None:
         limit_events = self._settings.batch_max_events
         limit_bytes = self._settings.batch_max_bytes
         while True:
@@ -160,14 +182,14 @@ class Uplink:
             await self._deliver(lane, batch)
 
     async def _deliver(self, lane: str, batch: list[StoredEvent]) -> None:
-        """Deliver one batch, retrying until the platform has taken or refused each event."""
-        while True:
-            try:
-                refused = await self._send_split(lane, batch, new_batch_id())
-            except _ConfigFault:
-                await self._wait(lane, self._settings.config_fault_retry_s)
-                continue
-            break
+        """Deliver one batch: each event ends taken, dead-lettered, or kept for a retry."""
+        try:
+            refused = await self._send_split(lane, batch, new_batch_id(), top=True)
+        except _ConfigFault:
+            # Parts already taken are gone from the outbox; the next batch is read afresh,
+            # so nothing the platform accepted is sent again.
+            await self._wait(lane, self._settings.config_fault_retry_s)
+            return
         if refused:
             await self._outbox.dead_letter(refused, self._clock.now())
             self.lanes[lane].dead_lettered += len(refused)
@@ -182,7 +204,7 @@ class Uplink:
             )
 
     async def _send_split(
-        self, lane: str, batch: list[StoredEvent], batch_id: str
+        self, lane: str, batch: list[StoredEvent], batch_id: str, top: bool = False
     ) -> list[tuple[StoredEvent, str]]:
         """Send `batch` (retrying transient faults) and return the events refused for good.
 
@@ -196,25 +218,34 @@ class Uplink:
             taken = [e.seq for e in batch if e.id not in answer.rejected]
             await self._outbox.delete(taken)
             self.lanes[lane].delivered += len(taken)
+            self._envelope_proven = True
+            if self._failures[lane] or self.lanes[lane].paused:
+                log.info("uplink: %s lane delivering again (%s)", lane, answer.describe())
+            self._failures[lane] = 0
+            self.lanes[lane].paused = None
             if self._on_delivered is not None:
                 self._on_delivered()
             return refused
-        if status in _SPLIT_ON or status == 413:
-            if len(batch) == 1:
-                reason = "too large" if status == 413 else f"rejected with HTTP {status}"
-                if answer.error:
-                    reason += f": {answer.error}"
-                return [(batch[0], reason)]
-            middle = len(batch) // 2
-            refused = await self._send_split(lane, batch[:middle], new_batch_id())
-            refused += await self._send_split(lane, batch[middle:], new_batch_id())
-            if status in _SPLIT_ON and len(refused) == len(batch):
-                # Every event refused alone: the envelope or our configuration is at
-                # fault, not the events. Keep them and pause as for 401.
-                self._pause(lane, f"platform rejects every event (HTTP {status})")
+        if len(batch) == 1:
+            reason = "too large" if status == 413 else f"rejected with HTTP {status}"
+            if answer.error:
+                reason += f": {answer.error}"
+            if top and not (self._envelope_proven or self._outbox.delivered):
+                # Nothing ever accepted from this store: a refusal may well be our envelope,
+                # configuration or a proxy, so the event is kept until the platform has
+                # shown it takes our batches at all.
+                self._pause(lane, f"platform refuses our batches ({reason})")
                 raise _ConfigFault
-            return refused
-        raise AssertionError(f"unhandled answer {status}")  # pragma: no cover
+            return [(batch[0], reason)]
+        middle = len(batch) // 2
+        refused = await self._send_split(lane, batch[:middle], new_batch_id())
+        refused += await self._send_split(lane, batch[middle:], new_batch_id())
+        if top and len(refused) == len(batch):
+            # Every event refused on its own: the envelope, our configuration or a proxy's
+            # size limit is at fault, not the events. Keep them and pause as for 401.
+            self._pause(lane, f"platform refuses every event (HTTP {status})")
+            raise _ConfigFault
+        return refused
 
     async def _post_until_answered(
         self, lane: str, batch: list[StoredEvent], batch_id: str
@@ -227,17 +258,10 @@ class Uplink:
             if status is not None and (
                 200 <= status < 300 or status in _SPLIT_ON or status == 413
             ):
-                if self._failures[lane] or self.lanes[lane].paused:
-                    log.info("uplink: %s lane delivering again (%s)", lane, answer.describe())
-                self._failures[lane] = 0
-                self.lanes[lane].paused = None
-                self.lanes[lane].retry_in_s = None
                 return answer
             if status in _CONFIG_FAULTS:
-                self._pause(
-                    lane,
-                    f"platform answers HTTP {status}: check the URL, vendor id and credentials",
-                )
+                said = f" ({answer.error})" if answer.error else ""
+                self._pause(lane, f"platform answers HTTP {status}{said}: {_FAULT_HINT[status]}")
                 raise _ConfigFault
             # Transient: 408, 429, 5xx, timeouts and connection errors.
             self._failures[lane] += 1
@@ -246,7 +270,9 @@ class Uplink:
                     "uplink: %s lane failing (%s), retrying with backoff", lane, answer.describe()
                 )
             if answer.retry_after is not None:
-                delay = answer.retry_after
+                # Honoured as given, up to a cap, so one bad header cannot stall a lane for
+                # a day after the platform is back.
+                delay = min(answer.retry_after, self._settings.retry_after_max_s)
             else:
                 ceiling = min(
                     self._settings.backoff_max_s,
@@ -264,10 +290,15 @@ class Uplink:
         self.lanes[lane].paused = reason
 
     async def _wait(self, lane: str, delay: float, probe: bool = False) -> None:
-        """Sleep out a retry delay; with `probe`, end it early once the platform answers."""
-        self.lanes[lane].retry_in_s = delay
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waiters: set[asyncio.Future[Any]] = {sleeper}
+        """Sleep out a retry delay; cut short by `retry_now`, or with `probe` by the
+        platform answering again."""
+        status = self.lanes[lane]
+        status.retry_at = self._clock.monotonic() + delay
+        self._retry_now[lane].clear()
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self._clock.sleep(delay)),
+            asyncio.ensure_future(self._retry_now[lane].wait()),
+        }
         if probe and delay > self._settings.probe_interval_s:
             waiters.add(asyncio.ensure_future(self._until_reachable()))
         try:
@@ -276,7 +307,22 @@ class Uplink:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-        self.lanes[lane].retry_in_s = None
+        status.retry_at = None
+
+    def retry_now(self) -> None:
+        """An operator's word: end every lane's wait (backoff or pause) and try at once."""
+        for event in self._retry_now.values():
+            event.set()
+
+    def lane_status(self) -> dict[str, dict[str, Any]]:
+        now = self._clock.monotonic()
+        view = {}
+        for lane, status in self.lanes.items():
+            info = status.as_dict()
+            retry_at = info.pop("retry_at")
+            info["retry_in_s"] = round(max(0.0, retry_at - now), 1) if retry_at else None
+            view[lane] = info
+        return view
 
     async def _until_reachable(self) -> None:
         """Return once the platform's host answers HTTP at all, checked every few seconds.
@@ -325,13 +371,17 @@ class Uplink:
         headers["X-Signature"] = sign(self._credentials.signing_secret, body, int(now.timestamp()))
         started = self._clock.monotonic()
         try:
-            response = await self._client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read; this bounds the whole request, so a peer
+            # dripping one byte at a time cannot hold the lane.
+            async with asyncio.timeout(self._platform.timeout_s * 2):
+                response = await self._client.post(self.url, content=body, headers=headers)
+        except (httpx.TimeoutException, TimeoutError):
             status.last_answer = "timeout"
             status.count("timeout")
             return _Answer(None, "timeout")
         except httpx.HTTPError as exc:
-            status.last_answer = f"connection error: {type(exc).__name__}"
+            detail = str(exc) or type(exc).__name__
+            status.last_answer = f"connection error: {detail[:160]}"
             status.count("connection_error")
             return _Answer(None, status.last_answer)
         finally:
@@ -345,10 +395,22 @@ class Uplink:
         if 200 <= response.status_code < 300:
             status.last_success_at = format_time(now)
             answer.rejected = _rejected(response)
-        elif response.status_code in _SPLIT_ON:
-            answer.error = response.text[:200]
+        elif response.status_code in _SPLIT_ON or response.status_code in _CONFIG_FAULTS:
+            answer.error = _platform_says(response)
         log.debug("uplink: %s batch %s answered %s", lane, batch_id, response.status_code)
         return answer
+
+
+def _platform_says(response: httpx.Response) -> str:
+    """The platform's own reason from an error body, short and on one line."""
+    text = response.text
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            text = str(body.get("error") or body.get("detail") or body.get("message") or text)
+    except ValueError:
+        pass
+    return " ".join(text.split())[:160]
 
 
 def _rejected(response: httpx.Response) -> dict[str, str]:
