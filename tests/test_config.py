@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edgeagent.configfile import ConfigError, json_schema_text, load_settings
+from edgeagent.configfile import ConfigError, json_schema_text, load_settings, review
 from edgeagent.settings import SecretError, SecretRef
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,12 +149,135 @@ def test_check_config_command_exits_non_zero_without_traceback(tmp_path: Path) -
     assert f"{path}:12: alarms[0].type" in result.stderr
 
 
-def test_check_config_accepts_the_example() -> None:
+def test_check_config_accepts_the_example_with_its_credentials(tmp_path: Path) -> None:
+    for name in ("edgeagent-api-key", "edgeagent-signing-secret", "edgeagent-page-token"):
+        (tmp_path / name).write_text("x" * 20 + "\n")
     result = subprocess.run(
         [sys.executable, "-m", "edgeagent", "check-config", str(REPO / "config" / "example.yaml")],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_check_config_reads_every_secret_and_reports_each_missing_one(tmp_path: Path) -> None:
+    """A config that `run` cannot start with must not pass the unit's ExecStartPre check."""
+    path = write(
+        tmp_path,
+        f"""\
+platform:
+  api_key: {{file: {tmp_path}/missing-key}}
+  signing_secret: {{credential: signing}}
+status:
+  token: {{file: {tmp_path}/empty}}
+""",
+    )
+    (tmp_path / "empty").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert f"{path}:2: platform.api_key: cannot read secret file" in result.stderr
+    assert f"{path}:3: platform.signing_secret: credential 'signing'" in result.stderr
+    assert f"{path}:5: status.token: secret {tmp_path}/empty is empty" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "warning"),
+    [
+        ("gateway: {id: gw}\n", "nothing to read"),
+        ("gateway: {id: gw}\n", "operator actions are disabled"),
+        (
+            "mqtt:\n  sensors: [{topic: 'a/+/t', sensor: '{1}-temp'}]\n"
+            "alarms: [{id: a1, sensor: tank-levle, type: high, limit: 1}]\n",
+            "alarm a1 watches sensor 'tank-levle'",
+        ),
+    ],
+    ids=["no-devices", "no-token", "alarm-on-unknown-sensor"],
+)
+def test_check_config_warns_about_likely_mistakes(tmp_path: Path, text: str, warning: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "check-config", str(write(tmp_path, text))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert warning in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("platform: {base_url: '127.0.0.1:8787'}\n", "must be an http(s) URL"),
+        ("platform: {base_url: 'http://platform.example.com'}\n", "must use https://"),
+        ("platform: {base_url: 'https://u:p@platform.example.com'}\n", "credentials"),
+        ("gnss: [{id: mqtt, port: /dev/a}]\n", "reserved"),
+        ("gnss: [{id: a, port: /dev/a}, {id: b, port: /dev/a}]\n", "two GNSS receivers"),
+        ("gnss: [{id: a, port: /dev/a, baudrate: 1234}]\n", "baudrate"),
+    ],
+    ids=[
+        "no-scheme",
+        "plain-http-remote",
+        "credentials-in-url",
+        "reserved-id",
+        "shared-port",
+        "odd-baudrate",
+    ],
+)
+def test_unsafe_or_impossible_settings_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(write(tmp_path, text))
+
+
+def test_a_section_given_as_text_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, 'platform: "api_key=sk-live-123"\n'))
+    assert "sk-live" not in str(caught.value)
+
+
+def test_a_whole_section_from_the_environment_is_named_by_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEAGENT_PLATFORM", '{"timeout_s": -5}')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "gateway: {id: gw}\n"))
+    assert caught.value.problems[0].where == "EDGEAGENT_PLATFORM"
+
+
+def test_a_list_from_the_environment_owns_its_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEAGENT_GNSS", '[{"id": "g1"}]')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "gnss: [{id: x, port: /dev/x}]\n"))
+    assert caught.value.problems[0].where == "EDGEAGENT_GNSS"
+    assert caught.value.problems[0].path == "gnss[0].port"
+
+
+def test_malformed_json_in_a_variable_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEAGENT_GNSS", '[{"id": "g1"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "gateway: {id: gw}\n"))
+    assert caught.value.problems[0].where == "EDGEAGENT_GNSS"
+
+
+def test_a_misspelt_variable_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEAGENT_UPLINK_BACKOFF_MAX_S", "5")
+    path = write(tmp_path, "gateway: {id: gw}\n")
+    _, warnings = review(path, load_settings(path))
+    assert any("EDGEAGENT_UPLINK_BACKOFF_MAX_S" in w for w in warnings)

@@ -105,6 +105,13 @@ def _env_parse_problem(message: str) -> ConfigProblem:
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The variable that set `loc`: the deepest one actually present in the environment
+    (EDGEAGENT_PLATFORM='{…}' as well as EDGEAGENT_PLATFORM__BASE_URL=…)."""
+    present = {name.upper() for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        name = "EDGEAGENT_" + "__".join(str(p).upper() for p in loc[:depth])
+        if name in present:
+            return name
     return "EDGEAGENT_" + "__".join(str(p).upper() for p in loc)
 
 
@@ -160,13 +167,20 @@ def _problems(
     problems = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         secret = any(part in SECRET_FIELDS for part in loc)
         if secret and error["type"] in ("model_type", "dict_type"):
             message = "a secret is never written here: give {file: PATH} or {credential: NAME}"
         elif error["type"] == "extra_forbidden":
             message = "unknown key"
-        elif not secret and error["type"] != "missing" and "input" in error:
+        elif (
+            not secret
+            and error["type"]
+            not in ("missing", "model_type", "dict_type", "model_attributes_type")
+            and "input" in error
+        ):
+            # Values are echoed only for leaf fields: a whole section given as text may
+            # hold anything, a pasted secret included.
             given = error["input"]
             if not isinstance(given, dict | list):
                 message += f" (got {given!r})"

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
 from edgeagent.outbox import Outbox
-from edgeagent.outbox.store import OutboxCorrupt, age_seconds
+from edgeagent.outbox.store import OutboxCorrupt, OutboxError, age_seconds
 from edgeagent.pipeline import Ingest
 from edgeagent.settings import SecretError, Settings
 from edgeagent.status.app import ActionError, build_app
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 SHUTDOWN_COMMIT_S = 15
+MAINTENANCE_INTERVAL_S = 1.0
 
 
 class StartupError(Exception):
@@ -90,6 +92,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._ingest_task: asyncio.Task[None]
         self._uplink_task: asyncio.Task[None]
+        self._maintenance_task: asyncio.Task[None]
         self._sources: list[asyncio.Task[None]] = []
         self._page_task: asyncio.Task[None] | None = None
         self._reporting_drops = False
@@ -198,6 +201,9 @@ class Daemon:
         settings = self.settings
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="ingest-writer")
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        self._maintenance_task = asyncio.create_task(
+            self._maintain_outbox(), name="outbox-maintenance"
+        )
         self.uplink.notify()
         self._sources = [
             asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss
@@ -226,7 +232,7 @@ class Daemon:
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
-        watched = [self._ingest_task, self._uplink_task, *self._sources]
+        watched = [self._ingest_task, self._uplink_task, self._maintenance_task, *self._sources]
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
         stop_task.cancel()
@@ -270,7 +276,8 @@ class Daemon:
                 ingest_task.cancel()
                 await asyncio.gather(ingest_task, return_exceptions=True)
         self._uplink_task.cancel()
-        await asyncio.gather(self._uplink_task, return_exceptions=True)
+        self._maintenance_task.cancel()
+        await asyncio.gather(self._uplink_task, self._maintenance_task, return_exceptions=True)
         await self.uplink.close()
         if self.server is not None and self._page_task is not None:
             self.server.should_exit = True
@@ -280,7 +287,7 @@ class Daemon:
 
     async def _start_page(self) -> asyncio.Task[None]:
         status = self.settings.status
-        app = build_app(self, self._token)
+        app = build_app(self, self._token, status.listen)
         config = uvicorn.Config(
             app,
             host=status.listen,
@@ -307,6 +314,22 @@ class Daemon:
 
     def _committed(self, events: list[Event]) -> None:
         self.uplink.notify()
+        self._check_drops()
+
+    async def _maintain_outbox(self) -> None:
+        """Once a second: age and byte bounds applied even when nothing is committed."""
+        while True:
+            await self.clock.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                await self.outbox.maintain()
+            except OutboxCorrupt:
+                raise
+            except (OutboxError, sqlite3.Error, OSError) as exc:
+                log.warning("outbox: maintenance deferred: %s", exc)
+                continue
+            self._check_drops()
+
+    def _check_drops(self) -> None:
         if self.outbox.unreported_drops and self.outbox_health.status == ONLINE:
             self._spawn(
                 self._outbox_reporter.set(
@@ -404,9 +427,14 @@ class Daemon:
             },
         }
 
+    async def retry_uplink(self, operator: str, reason: str) -> None:
+        self.uplink.retry_now()
+        await self.outbox.record_action(self.clock.now(), operator, "retry", "uplink", reason)
+        log.warning("uplink: retry now, asked by %s (%s)", operator, reason or "no reason given")
+
     async def acknowledge(self, alarm_id: str, operator: str, reason: str) -> dict[str, Any]:
         def act() -> tuple[list[Event], Any]:
-            event = self.evaluator.acknowledge(alarm_id, operator, self.clock.now())
+            event = self.evaluator.acknowledge(alarm_id, operator, self.clock.now(), reason)
             state = self.evaluator.states[alarm_id].state
             return ([event] if event else []), {
                 "alarm": alarm_id,
@@ -418,10 +446,11 @@ class Daemon:
             result: dict[str, Any] = await self.ingest.act(act)
         except UnknownAlarm as exc:
             raise ActionError(404, f"no alarm {alarm_id!r} is configured") from exc
-        await self.outbox.record_action(
-            self.clock.now(), operator, "acknowledge", alarm_id, reason
-        )
-        log.info("%s: acknowledge by %s (%s)", alarm_id, operator, reason or "no reason given")
+        if result["changed"]:
+            await self.outbox.record_action(
+                self.clock.now(), operator, "acknowledge", alarm_id, reason
+            )
+            log.info("%s: acknowledged by %s (%s)", alarm_id, operator, reason or "no reason")
         return result
 
     async def actions(self) -> list[dict[str, str]]:

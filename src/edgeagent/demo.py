@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import math
 import os
@@ -113,24 +114,45 @@ async def _publish(port: int, stop: asyncio.Event) -> int:
     return sent
 
 
-async def _feeds(broker_port: int, link: Path, seconds: float) -> int:
-    stop = asyncio.Event()
+async def _run(
+    command: list[str],
+    env: dict[str, str],
+    page: str,
+    broker_port: int,
+    link: Path,
+    seconds: float,
+    processes: list[subprocess.Popen[bytes]],
+) -> tuple[int, int | None]:
+    """The receiver's port exists before the daemon starts and stays until it has stopped,
+    as a receiver wired to a gateway does."""
+    stop_gnss, stop_sensors = asyncio.Event(), asyncio.Event()
     port = PtyPort(link)
     log = _shared_log()
     if log is not None:
         print(f"demo: GNSS replays {log} on {link} at its recorded pace")
-        gnss = replay_log(log, port, speed=1.0, max_gap=1.0, loop=True, stop=stop)
+        gnss = replay_log(log, port, speed=1.0, max_gap=1.0, loop=True, stop=stop_gnss)
     else:
         print(f"demo: recorded logs absent; a simulated receiver drives a route on {link}")
-        gnss = simulate(port, speed=1.0, stop=stop)
+        gnss = simulate(port, speed=1.0, stop=stop_gnss)
     gnss_task = asyncio.create_task(gnss, name="demo-gnss")
-    publish_task = asyncio.create_task(_publish(broker_port, stop), name="demo-sensors")
-    await asyncio.sleep(seconds)
-    stop.set()
-    sent = await publish_task
-    await asyncio.gather(gnss_task, return_exceptions=True)
-    port.close()
-    return sent
+    try:
+        daemon = await asyncio.to_thread(subprocess.Popen, command, env=env)
+        processes.append(daemon)
+        await asyncio.to_thread(_wait_subscribed, page, 30)
+        print(f"demo: daemon started; status page {page} (for {seconds:g} s)")
+        publish_task = asyncio.create_task(_publish(broker_port, stop_sensors), name="sensors")
+        await asyncio.sleep(seconds)
+        stop_sensors.set()
+        sent = await publish_task
+        # Give the last readings time to reach the receiver before stopping the daemon.
+        await asyncio.sleep(2.0)
+        daemon.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(daemon.wait, 30)
+    finally:
+        stop_gnss.set()
+        await asyncio.gather(gnss_task, return_exceptions=True)
+        port.close()
+    return sent, code
 
 
 def _daemon_env(
@@ -156,6 +178,9 @@ def _daemon_env(
 
 
 def main(seconds: float) -> int:
+    # Line by line, so the demo's lines and the daemon's log interleave in order when piped.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     # A private folder per run: nothing predictable in /tmp for another user to plant.
     folder = Path(tempfile.mkdtemp(prefix="edgeagent-demo-"))
     (folder / "secrets").mkdir(mode=0o700)
@@ -193,19 +218,12 @@ def main(seconds: float) -> int:
         print(f"demo: receiver on http://127.0.0.1:{receiver_port}")
 
         env = _daemon_env(folder, receiver_port, broker_port, page_port)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edgeagent", "run", "-c", str(_config_path())], env=env
-        )
-        processes.append(daemon)
         page = f"http://127.0.0.1:{page_port}/"
-        _wait_subscribed(page, 30)
-        print(f"demo: daemon started; status page {page} (for {seconds:g} s)")
-        sent = asyncio.run(_feeds(broker_port, folder / "gnss0", seconds))
-        # Give the last readings time to reach the receiver before stopping the daemon.
-        time.sleep(2.0)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=30)
-        print(f"demo: published {sent} sensor messages; daemon exited with {daemon.returncode}")
+        command = [sys.executable, "-m", "edgeagent", "run", "-c", str(_config_path())]
+        sent, code = asyncio.run(
+            _run(command, env, page, broker_port, folder / "gnss0", seconds, processes)
+        )
+        print(f"demo: published {sent} sensor messages; daemon exited with {code}")
     finally:
         for process in reversed(processes):
             if process.poll() is None:
@@ -235,9 +253,10 @@ def main(seconds: float) -> int:
         print(f"  {event_type:<22} {count}")
     print(f"  {'(duplicates)':<22} {counts['duplicates']}")
     print(f"demo: status page was served at {page}")
+    tool = Path(sys.executable).parent / "edgeagent"
     print(
         f"demo: the receiver's store is {folder / 'receiver.db'}; list it with "
-        f"'edgeagent receiver --db {folder / 'receiver.db'} --dump'"
+        f"'{tool} receiver --db {folder / 'receiver.db'} --dump'"
     )
     kinds = counts["by_type"]
     complete = all(

@@ -99,15 +99,32 @@ class Ingest:
                 return
             group = [first]
             stopping = self._fill(group)
-            if not stopping and len(group) < self._max_group and self._linger_s > 0:
-                # Lingering a few milliseconds lets a burst share one fsync.
-                await asyncio.sleep(self._linger_s)
-                stopping = self._fill(group)
+            if not stopping:
+                stopping = await self._linger(group)
             await self._commit(group)
             for _ in range(len(group) + (1 if stopping else 0)):
                 self._queue.task_done()
             if stopping:
                 return
+
+    async def _linger(self, group: list[_Item]) -> bool:
+        """Let a burst join the group so it shares one fsync, but stop waiting as soon as
+        nothing more arrives: a broker's in-flight window sends no more until we ack."""
+        step = self._linger_s / 5
+        waited = 0.0
+        while len(group) < self._max_group and waited < self._linger_s:
+            before = len(group)
+            await asyncio.sleep(0)
+            if self._fill(group):
+                return True
+            if len(group) == before:
+                await asyncio.sleep(step)
+                waited += step
+                if self._fill(group):
+                    return True
+                if len(group) == before:
+                    break
+        return False
 
     def _fill(self, group: list[_Item]) -> bool:
         while len(group) < self._max_group:

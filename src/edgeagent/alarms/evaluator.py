@@ -105,7 +105,9 @@ class AlarmEvaluator:
         log.info("%s: %s at %s (limit %s) on %s", alarm.id, kind, value, alarm.limit, alarm.sensor)
         return self._event(alarm, kind, source_time, evaluated_at)
 
-    def acknowledge(self, alarm_id: str, operator: str, now: datetime) -> Event | None:
+    def acknowledge(
+        self, alarm_id: str, operator: str, now: datetime, reason: str = ""
+    ) -> Event | None:
         """Acknowledge an alarm; returns None when there was nothing to acknowledge."""
         alarm = self._alarms.get(alarm_id)
         if alarm is None:
@@ -116,8 +118,10 @@ class AlarmEvaluator:
         state.acknowledged = True
         state.changed_at = format_time(now)
         self._dirty.add(alarm_id)
-        log.info("%s: acknowledged by %s", alarm_id, operator)
-        return self._event(alarm, "alarm.acknowledged", now, now)
+        event = self._event(alarm, "alarm.acknowledged", now, now)
+        event.data["operator"] = operator
+        event.data["comment"] = reason
+        return event
 
     def _event(
         self, alarm: LimitAlarm, kind: str, occurred_at: datetime, evaluated_at: datetime

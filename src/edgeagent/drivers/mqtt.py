@@ -155,7 +155,7 @@ class MqttDriver:
                 client._client.ack(message.mid, message.qos)
 
         self.health.messages += 1
-        self.health.last_seen = self._clock.now()
+        self.health.last_seen = self._sink.received_at()
         for topic_map, sensor in self._maps:
             matched = topic_map.match(topic)
             if matched is None:
@@ -201,7 +201,7 @@ class MqttDriver:
         timestamp: datetime | None,
         acknowledge: Callable[[], None],
     ) -> None:
-        received = self._sink.received_at()
+        received = self.health.last_seen or self._sink.received_at()
         occurred = timestamp or received
         external_id = (
             TopicMap(sensor.topic, sensor.external_id).name(matched)

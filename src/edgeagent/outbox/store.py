@@ -28,6 +28,9 @@ SCHEMA_VERSION = schema.SCHEMA_VERSION
 T = TypeVar("T")
 _EVICT_CHUNK = 500
 _FILE_CHECK_INTERVAL_S = 5.0
+_AGE_CHECK_INTERVAL_S = 1.0
+_RECLAIM_INTERVAL_S = 10.0
+_RECLAIM_MIN_BYTES = 4 * 1024 * 1024
 # Free pages are handed back to the filesystem a few at a time, never in one long stall.
 _VACUUM_PAGES = 256
 
@@ -96,6 +99,9 @@ class Outbox:
         self.disk_full = False
         self._inode: int | None = None
         self._checked_at = 0.0
+        self._age_checked_at = float("-inf")
+        self._reclaimed_at = float("-inf")
+        self._page_bytes = 0
 
     async def _run(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -345,22 +351,44 @@ class Outbox:
 
     # -- bounds
 
+    async def maintain(self) -> Counter[str]:
+        """Apply the bounds without waiting for a commit (an idle gateway's events expire
+        too), keep the running time saved, and reclaim free pages. Returns the drops."""
+        return await self._run(self._maintain)
+
+    def _maintain(self) -> Counter[str]:
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = self._enforce_bounds(db)
+                self._record_drops(db, dropped)
+                self._save_elapsed(db)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                self._make_room()
+                return Counter()
+            raise
+        self._after_drops(dropped)
+        self._reclaim(db)
+        return dropped
+
     def _used_bytes(self, db: sqlite3.Connection) -> int:
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        return int((pages - free) * self._page_size(db))
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> Counter[str]:
         """Drop what the age and byte bounds no longer allow, telemetry first."""
         dropped: Counter[str] = Counter()
-        cutoff = self.elapsed() - self.settings.max_age_s
-        for event_type, count in db.execute(
-            "SELECT type, count(*) FROM events WHERE elapsed < ? GROUP BY type", (cutoff,)
-        ).fetchall():
-            dropped[event_type] += count
-        if dropped:
-            db.execute("DELETE FROM events WHERE elapsed < ?", (cutoff,))
+        now = self.elapsed()
+        if now - self._age_checked_at >= _AGE_CHECK_INTERVAL_S:
+            self._age_checked_at = now
+            dropped.update(self._expire(db, now - self.settings.max_age_s))
         # The WAL is bounded separately by journal_size_limit; the pages must fit beside it.
         budget = self.settings.max_bytes - self._wal_allowance()
         while self._used_bytes(db) > budget:
@@ -370,6 +398,27 @@ class Outbox:
             dropped.update(victims)
         return dropped
 
+    def _expire(self, db: sqlite3.Connection, cutoff: float) -> Counter[str]:
+        """Delete events committed before `cutoff` (running time).
+
+        Commit order is age order, so each lane is read from its oldest event and the walk
+        stops at the first young one: the cost follows what expires, not the backlog.
+        """
+        expired: Counter[str] = Counter()
+        for lane in LANES:
+            while True:
+                rows = db.execute(
+                    "SELECT seq, type, elapsed FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
+                    (lane, _EVICT_CHUNK),
+                ).fetchall()
+                old = [(seq, kind) for seq, kind, elapsed in rows if elapsed < cutoff]
+                if old:
+                    _delete_seqs(db, [seq for seq, _ in old])
+                    expired.update(kind for _, kind in old)
+                if len(old) < _EVICT_CHUNK:
+                    break
+        return expired
+
     def _evict_oldest(self, db: sqlite3.Connection, count: int) -> Counter[str]:
         """Delete the oldest telemetry; alarms and device status only when none is left."""
         for lane in (LANE_TELEMETRY, LANE_ALARM):
@@ -378,7 +427,7 @@ class Outbox:
                 (lane, count),
             ).fetchall()
             if rows:
-                db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+                _delete_seqs(db, [r[0] for r in rows])
                 return Counter(r[1] for r in rows)
         return Counter()
 
@@ -400,11 +449,26 @@ class Outbox:
         self._reclaim(self._conn())
 
     def _reclaim(self, db: sqlite3.Connection) -> None:
+        """Hand free pages back to the filesystem, now and then and a slice at a time.
+
+        Free pages inside the file do not count against the byte bound (used pages do),
+        so this runs only when the free space is worth a vacuum's extra writes.
+        """
+        now = self._clock.monotonic()
+        if now - self._reclaimed_at < _RECLAIM_INTERVAL_S:
+            return
+        self._reclaimed_at = now
         try:
-            if db.execute("PRAGMA freelist_count").fetchone()[0] > _VACUUM_PAGES:
-                db.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES * 4})").fetchall()
+            free = db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size(db)
+            if free > max(_RECLAIM_MIN_BYTES, self.settings.max_bytes // 20):
+                db.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES * 16})").fetchall()
         except sqlite3.OperationalError as exc:
             log.debug("outbox: incremental vacuum deferred: %s", exc)
+
+    def _page_size(self, db: sqlite3.Connection) -> int:
+        if self._page_bytes == 0:
+            self._page_bytes = int(db.execute("PRAGMA page_size").fetchone()[0])
+        return self._page_bytes
 
     def _make_room(self) -> None:
         """On a full disk: give up the reserve, evict per policy, and hand pages back."""
@@ -448,14 +512,20 @@ class Outbox:
 
     # -- drain
 
-    async def next_batch(self, lane: str, max_events: int, max_bytes: int) -> list[StoredEvent]:
-        """The oldest events of a lane, in commit order, within the count and byte bounds."""
-        return await self._run(lambda: self._next_batch(lane, max_events, max_bytes))
+    async def next_batch(
+        self, lane: str, max_events: int, max_bytes: int, after: int = 0
+    ) -> list[StoredEvent]:
+        """The oldest events of a lane after sequence `after`, in commit order, within the
+        count and byte bounds."""
+        return await self._run(lambda: self._next_batch(lane, max_events, max_bytes, after))
 
-    def _next_batch(self, lane: str, max_events: int, max_bytes: int) -> list[StoredEvent]:
+    def _next_batch(
+        self, lane: str, max_events: int, max_bytes: int, after: int
+    ) -> list[StoredEvent]:
         cursor = self._conn().execute(
-            "SELECT seq, id, type, source, body FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
-            (lane, max_events),
+            "SELECT seq, id, type, source, body FROM events WHERE lane = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (lane, after, max_events),
         )
         batch: list[StoredEvent] = []
         size = 0
@@ -479,7 +549,7 @@ class Outbox:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("DELETE FROM events WHERE seq = ?", keys)
+            _delete_seqs(db, [key[0] for key in keys])
             self._bump(db, "delivered", len(keys))
             db.execute("COMMIT")
         except BaseException:
@@ -656,6 +726,14 @@ class Outbox:
             stats.oldest_received_at[lane] = oldest[0] if oldest else None
         stats.dead_letters = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return stats
+
+
+def _delete_seqs(db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    # One statement per chunk: far cheaper than one statement per row.
+    for start in range(0, len(seqs), _EVICT_CHUNK):
+        chunk = seqs[start : start + _EVICT_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)  # noqa: S608
 
 
 def _rollback(db: sqlite3.Connection) -> None:

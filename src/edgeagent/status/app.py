@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from edgeagent.events import printable
 from edgeagent.status.page import render
 
 log = logging.getLogger(__name__)
 
 MAX_ACTION_BODY = 16 * 1024
+MAX_OPERATOR = 100
+MAX_REASON = 500
+
+
+_LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ActionError(Exception):
@@ -46,6 +64,8 @@ class StatusSource(Protocol):
     ) -> dict[str, Any]: ...
 
     async def metrics(self) -> bytes: ...
+
+    async def retry_uplink(self, operator: str, reason: str) -> None: ...
 
 
 class _Api:
@@ -89,9 +109,14 @@ class _Api:
 
     @staticmethod
     async def read_body(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if len(body) > MAX_ACTION_BODY:
+        declared = request.headers.get("Content-Length", "0")
+        if not declared.isdigit() or int(declared) > MAX_ACTION_BODY:
             raise ActionError(413, "action body too large")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ACTION_BODY:
+                raise ActionError(413, "action body too large")
         try:
             data = json.loads(body or b"{}")
         except ValueError as exc:
@@ -106,9 +131,13 @@ class _Api:
         reason = data.get("reason", "")
         if not isinstance(operator, str) or not operator.strip():
             raise ActionError(400, "'operator' (who acts) is required")
-        if not isinstance(reason, str):
-            raise ActionError(400, "'reason' must be text")
-        return operator.strip()[:100], reason.strip()[:500]
+        if len(operator) > MAX_OPERATOR or not operator.isprintable():
+            raise ActionError(
+                400, f"'operator' must be printable text of {MAX_OPERATOR} characters at most"
+            )
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise ActionError(400, f"'reason' must be text of {MAX_REASON} characters at most")
+        return operator.strip(), printable(reason.strip())
 
     async def acknowledge(self, request: Request) -> Response:
         try:
@@ -152,10 +181,25 @@ class _Api:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse(result)
 
+    async def retry_uplink(self, request: Request) -> Response:
+        try:
+            self.authorise(request)
+            operator, reason = self.operator_of(await self.read_body(request))
+            await self.source.retry_uplink(operator, reason)
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"retrying": True})
 
-def build_app(source: StatusSource, token: bytes | None) -> Starlette:
+
+def build_app(source: StatusSource, token: bytes | None, listen: str = "127.0.0.1") -> Starlette:
     api = _Api(source, token)
+    middleware = []
+    if _is_loopback(listen):
+        # Bound to loopback: only requests addressed to loopback are served, so a web page
+        # cannot read the status through DNS rebinding.
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=_LOOPBACK_NAMES))
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/", api.page),
             Route("/status.json", api.status_json),
@@ -166,5 +210,6 @@ def build_app(source: StatusSource, token: bytes | None) -> Starlette:
             Route("/api/actions", api.actions),
             Route("/api/outbox/{what:str}", api.outbox_view, methods=["GET"]),
             Route("/api/outbox/{action:str}", api.outbox_repair, methods=["POST"]),
-        ]
+            Route("/api/uplink/retry", api.retry_uplink, methods=["POST"]),
+        ],
     )

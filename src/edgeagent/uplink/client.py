@@ -169,27 +169,48 @@ class Uplink:
     async def _drain_batches(self, lane: str) -> None:
         limit_events = self._settings.batch_max_events
         limit_bytes = self._settings.batch_max_bytes
-        while True:
-            self._wake[lane].clear()
-            batch = await self._outbox.next_batch(lane, limit_events, limit_bytes)
-            if not batch:
-                await self._wake[lane].wait()
-                continue
-            if len(batch) < limit_events and self._settings.linger_s > 0:
-                # A short wait fills the batch when events trickle in one by one.
-                await self._clock.sleep(self._settings.linger_s)
-                batch = await self._outbox.next_batch(lane, limit_events, limit_bytes)
-            await self._deliver(lane, batch)
+        # Events up to `after` are delivered or being deleted; new commits get higher seqs.
+        after = 0
+        ahead: asyncio.Future[list[StoredEvent]] | None = None
+        try:
+            while True:
+                self._wake[lane].clear()
+                if ahead is not None:
+                    batch, ahead = await ahead, None
+                else:
+                    batch = await self._outbox.next_batch(lane, limit_events, limit_bytes, after)
+                if not batch:
+                    await self._wake[lane].wait()
+                    continue
+                if len(batch) < limit_events and self._settings.linger_s > 0:
+                    # A short wait fills the batch when events trickle in one by one.
+                    await self._clock.sleep(self._settings.linger_s)
+                    batch = await self._outbox.next_batch(lane, limit_events, limit_bytes, after)
+                if len(batch) >= limit_events:
+                    # A backlog: read the next batch while this one is on the wire, when the
+                    # outbox's thread would otherwise sit idle.
+                    ahead = asyncio.ensure_future(
+                        self._outbox.next_batch(lane, limit_events, limit_bytes, batch[-1].seq)
+                    )
+                if await self._deliver(lane, batch):
+                    after = batch[-1].seq
+                else:
+                    after = 0
+                    await _discard(ahead)
+                    ahead = None
+        finally:
+            await _discard(ahead)
 
-    async def _deliver(self, lane: str, batch: list[StoredEvent]) -> None:
-        """Deliver one batch: each event ends taken, dead-lettered, or kept for a retry."""
+    async def _deliver(self, lane: str, batch: list[StoredEvent]) -> bool:
+        """Deliver one batch: each event ends taken or dead-lettered (True), or is kept for
+        a retry after a pause (False)."""
         try:
             refused = await self._send_split(lane, batch, new_batch_id(), top=True)
         except _ConfigFault:
             # Parts already taken are gone from the outbox; the next batch is read afresh,
             # so nothing the platform accepted is sent again.
             await self._wait(lane, self._settings.config_fault_retry_s)
-            return
+            return False
         if refused:
             await self._outbox.dead_letter(refused, self._clock.now())
             self.lanes[lane].dead_lettered += len(refused)
@@ -202,6 +223,7 @@ class Uplink:
                 first.type,
                 reason,
             )
+        return True
 
     async def _send_split(
         self, lane: str, batch: list[StoredEvent], batch_id: str, top: bool = False
@@ -399,6 +421,12 @@ class Uplink:
             answer.error = _platform_says(response)
         log.debug("uplink: %s batch %s answered %s", lane, batch_id, response.status_code)
         return answer
+
+
+async def _discard(ahead: asyncio.Future[list[StoredEvent]] | None) -> None:
+    if ahead is not None:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
 
 
 def _platform_says(response: httpx.Response) -> str:
