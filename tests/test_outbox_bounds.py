@@ -246,3 +246,32 @@ async def test_a_reserve_file_is_held_beside_the_store(tmp_path: Path) -> None:
     await outbox.open()
     assert (tmp_path / "outbox.db.reserve").stat().st_size == MB
     await outbox.close()
+
+
+async def test_an_idle_outbox_still_expires_old_events(tmp_path: Path) -> None:
+    """With no new commits, maintenance alone applies the age bound."""
+    clock = ManualClock()
+    outbox = Outbox(tmp_path / "outbox.db", settings(max_age_s=60, reserve_bytes=0), clock)
+    await outbox.open()
+    await outbox.commit([reading(1), reading(2)])
+    await clock.advance(61)
+    assert await outbox.maintain() == {"sensor_reading": 2}
+    assert (await outbox.stats()).depth["telemetry"] == 0
+    await outbox.close()
+
+
+async def test_a_file_deleted_while_open_is_written_back(tmp_path: Path) -> None:
+    """Commits into an unlinked file would vanish at the next start; they are restored."""
+    clock = ManualClock()
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, settings(reserve_bytes=0), clock)
+    await outbox.open()
+    await outbox.commit([reading(1)])
+    path.unlink()
+    await clock.advance(10)
+    await outbox.commit([reading(2)])
+    await outbox.close()
+    reopened = Outbox(path, settings(reserve_bytes=0))
+    await reopened.open()
+    assert (await reopened.stats()).depth["telemetry"] == 2
+    await reopened.close()

@@ -106,3 +106,38 @@ def test_undecodable_json(payload: bytes) -> None:
 
 def test_json_bool_is_a_discrete_value() -> None:
     assert decode(sensor(format="json"), b'{"value": true}').value is True
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"value": 1' + b"0" * 400 + b"}",
+        b'{"value": ' + b"9" * 5000 + b"}",
+        b'{"value": 1, "ts": "9999-12-31T23:59:59-10:00"}',
+        b'{"value": 1, "ts": "0001-01-01T00:00:00+10:00"}',
+        b'{"value": 1, "ts": ' + b"9" * 400 + b"}",
+        b'{"value": 1, "ts": Infinity}',
+        b'{"value": 1, "ts": -1}',
+        b'{"value": 1, "unit": "' + b"u" * 1000 + b'"}',
+    ],
+    ids=[
+        "deep-nesting",
+        "float-overflow",
+        "int-digit-limit",
+        "date-past-9999",
+        "date-before-1",
+        "huge-numeric-ts",
+        "infinite-ts",
+        "negative-ts",
+        "huge-unit",
+    ],
+)
+def test_hostile_payloads_are_undecodable_never_fatal(payload: bytes) -> None:
+    """Each of these once ended the MQTT reader or froze the loop; now each is one bad
+    reading, counted and acknowledged."""
+    hostile = sensor(format="json", timestamp_field="ts", unit_field="unit")
+    if b'"unit"' not in payload:
+        hostile = sensor(format="json", timestamp_field="ts")
+    with pytest.raises(PayloadError):
+        decode(hostile, payload)

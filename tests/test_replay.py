@@ -184,3 +184,16 @@ def test_cli_runs_the_simulator_until_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "simulator" in out
     assert not link.is_symlink()
+
+
+def test_the_replay_link_never_replaces_a_real_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Pointing --link at an existing file must not delete it."""
+    import pytest as _pytest
+
+    from edgeagent.replay import PtyPort
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("data")
+    with _pytest.raises(FileExistsError):
+        PtyPort(precious)
+    assert precious.read_text() == "data"

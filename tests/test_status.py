@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -150,3 +153,82 @@ async def test_secrets_never_reach_the_page(daemon: Daemon) -> None:
         page = (await client.get(url(daemon, "/"))).text
         status = (await client.get(url(daemon, "/status.json"))).text
     assert TOKEN not in page and TOKEN not in status
+
+
+async def test_requests_addressed_elsewhere_are_refused(daemon: Daemon) -> None:
+    """Bound to loopback, the page answers only loopback names: no DNS rebinding."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(
+            url(daemon, "/status.json"), headers={"Host": "attacker.example"}
+        )
+    assert answer.status_code == 400
+
+
+async def test_the_acknowledgement_carries_who_and_why_and_a_repeat_is_not_journaled(
+    daemon: Daemon, mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    await publish(mosquitto.port, f"{topic_prefix}/tank/level", b"99")
+    await eventually(lambda: bool(daemon.evaluator.active()))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"operator": "ana", "reason": "pump\nstarted"}
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"), json=body, headers=auth
+        )
+        again = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"), json=body, headers=auth
+        )
+        journal = (await client.get(url(daemon, "/api/actions"))).json()["actions"]
+        too_long = await client.post(
+            url(daemon, "/api/alarms/tank-h/acknowledge"),
+            json={"operator": "x" * 500},
+            headers=auth,
+        )
+    assert first.json()["changed"] is True and again.json()["changed"] is False
+    assert len(journal) == 1
+    assert "\n" not in journal[0]["reason"]
+    assert too_long.status_code == 400
+    batch = await daemon.outbox.next_batch("alarm", 100, 10**6)
+    [ack] = [b for b in batch if b.type == "alarm.acknowledged"]
+    data = json.loads(ack.body)["data"]
+    assert data["operator"] == "ana" and data["comment"] == "pump\\x0astarted"
+
+
+async def test_uplink_retry_needs_the_token(daemon: Daemon) -> None:
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(url(daemon, "/api/uplink/retry"), json={"operator": "a"})
+        done = await client.post(
+            url(daemon, "/api/uplink/retry"),
+            json={"operator": "a"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert refused.status_code == 401 and done.status_code == 200
+
+
+async def test_metrics_expose_devices_outbox_and_uplink(daemon: Daemon) -> None:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url(daemon, "/metrics"))).text
+    for name in (
+        "edgeagent_device_status{",
+        "edgeagent_outbox_depth{",
+        "edgeagent_outbox_dropped",
+        "edgeagent_uplink_request_seconds",
+        "edgeagent_clock_unsynchronised",
+    ):
+        assert name in text
+
+
+async def test_the_status_command_finds_the_daemon_from_its_config(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "for-cli.yaml"
+    config.write_text(f"status: {{port: {daemon.page_port()}}}\n")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "edgeagent", "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "outbox alarm" in result.stdout and "mqtt" in result.stdout

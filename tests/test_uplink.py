@@ -272,3 +272,111 @@ async def test_the_probe_does_not_override_a_platform_asking_to_back_off(
             await asyncio.sleep(0.2)
             assert len(hook.requests) == 1
         await h.until(lambda: len(hook.requests) == 2, step=1)
+
+
+async def test_a_lone_refused_event_before_anything_was_accepted_pauses(harness_factory) -> None:
+    """The first event of a fresh gateway refused: more likely our envelope than the event."""
+    with ScriptedWebhook(lambda seen: (422, {"error": "bad schema"}, {})) as hook:
+        h = await harness_factory(hook, [reading(1)])
+        await h.until(lambda: h.uplink.lanes["telemetry"].paused is not None)
+        assert "bad schema" in (h.uplink.lanes["telemetry"].paused or "")
+        assert (await h.outbox.stats()).dead_letters == 0
+        assert await h.depth() == 1
+
+
+async def test_adjacent_poison_events_are_dead_lettered_without_stalling(harness_factory) -> None:
+    """Two bad events side by side fill a half on their own: that half is not a
+    configuration fault, and what was accepted is never sent again."""
+    events = [reading(i) for i in range(4)]
+    bad = {events[2].id, events[3].id}
+
+    def decide(seen: Seen) -> Answer:
+        return (422, {"error": "bad"}, {}) if bad & set(seen.ids) else (200, {}, {})
+
+    with ScriptedWebhook(decide) as hook:
+        h = await harness_factory(hook, events)
+        await h.until(lambda: h.uplink.lanes["telemetry"].dead_lettered == 2)
+        assert h.uplink.lanes["telemetry"].paused is None
+        assert hook.accepted_ids() == [events[0].id, events[1].id]
+
+
+async def test_413_on_everything_pauses_instead_of_dead_lettering_all(harness_factory) -> None:
+    """A proxy refusing every body is a configuration fault, not 20 oversized events."""
+    with ScriptedWebhook(lambda seen: (413, None, {})) as hook:
+        h = await harness_factory(hook, [reading(i) for i in range(20)])
+        await h.until(lambda: h.uplink.lanes["telemetry"].paused is not None)
+        assert (await h.outbox.stats()).dead_letters == 0
+        assert await h.depth() == 20
+
+
+async def test_a_huge_retry_after_is_capped(harness_factory) -> None:
+    answers = iter([(503, {}, {"Retry-After": "86400"}), (200, {}, {})])
+    with ScriptedWebhook(lambda seen: next(answers)) as hook:
+        h = await harness_factory(hook, [reading(1)], retry_after_max_s=60)
+        await h.until(lambda: len(hook.requests) == 1)
+        await asyncio.sleep(0.1)
+        assert h.uplink.lane_status()["telemetry"]["retry_in_s"] == 60
+        await h.until(lambda: len(hook.requests) == 2, step=5)
+
+
+async def test_retry_now_ends_a_pause_at_once(harness_factory) -> None:
+    """After fixing a credential, the operator need not wait out config_fault_retry_s."""
+    state = {"status": 401}
+    with ScriptedWebhook(lambda seen: (state["status"], {}, {})) as hook:
+        h = await harness_factory(hook, [reading(1)], config_fault_retry_s=3600)
+        await h.until(lambda: h.uplink.lanes["telemetry"].paused is not None)
+        state["status"] = 200
+        h.uplink.retry_now()
+        deadline = time.monotonic() + 10
+        while h.uplink.lanes["telemetry"].delivered != 1:
+            assert time.monotonic() < deadline, "retry_now did not end the pause"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_peer_dripping_bytes_cannot_hold_the_lane(tmp_path: Path) -> None:
+    """httpx's timeout is per read; a whole-request deadline ends a trickling answer."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.wait(0.3):
+            try:
+                conn.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        conn.close()
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    await outbox.commit([reading(1)])
+    platform = PlatformSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=1)  # type: ignore[call-arg]
+    link = Uplink(
+        outbox,
+        platform,
+        UplinkSettings(linger_s=0),  # type: ignore[call-arg]
+        UplinkCredentials(API_KEY, SECRET),
+        "gw",
+        ManualClock(),
+    )
+    task = asyncio.create_task(link.run())
+    deadline = time.monotonic() + 15
+    while link.lanes["telemetry"].last_answer != "timeout":
+        assert time.monotonic() < deadline, "the dripping answer held the lane"
+        await asyncio.sleep(0.1)
+    stop.set()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await link.close()
+    await outbox.close()
+    listener.close()
