@@ -16,6 +16,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _table(headers: list[str], rows: list[list[Any]], empty: str) -> str:
     if not rows:
         return f"<p class=empty>{escape(empty)}</p>"
@@ -29,7 +33,17 @@ def _table(headers: list[str], rows: list[list[Any]], empty: str) -> str:
 
 def render(status: dict[str, Any]) -> str:
     devices = _table(
-        ["device", "kind", "status", "reason", "last seen", "last value", "messages", "errors"],
+        [
+            "device",
+            "kind",
+            "status",
+            "reason",
+            "last seen",
+            "last value",
+            "messages",
+            "errors",
+            "last error",
+        ],
         [
             [
                 d["id"],
@@ -40,6 +54,7 @@ def render(status: dict[str, Any]) -> str:
                 d["last_value"],
                 d["messages"],
                 d["errors"],
+                d["last_error"],
             ]
             for d in status["devices"]
         ],
@@ -64,6 +79,7 @@ def render(status: dict[str, Any]) -> str:
             "lane",
             "depth",
             "oldest event age (s)",
+            "retry in (s)",
             "last answer",
             "paused",
             "delivered",
@@ -73,7 +89,8 @@ def render(status: dict[str, Any]) -> str:
             [
                 lane,
                 outbox["depth"].get(lane),
-                outbox["oldest_age_s"].get(lane),
+                _round(outbox["oldest_age_s"].get(lane)),
+                info["retry_in_s"],
                 info["last_answer"],
                 info["paused"],
                 info["delivered"],
@@ -83,9 +100,21 @@ def render(status: dict[str, Any]) -> str:
         ],
         "No lanes.",
     )
-    warning = ""
+    warnings = []
     if outbox.get("commit_failing"):
-        warning = f"<p class=bad>Outbox cannot commit: {escape(outbox['commit_failing'])}</p>"
+        warnings.append(f"Outbox cannot commit: {outbox['commit_failing']}")
+    if outbox.get("disk_full"):
+        warnings.append("Disk full: the oldest telemetry is being dropped, sources are held")
+    if outbox.get("salvage"):
+        warnings.append(str(outbox["salvage"]))
+    if status["clock"]["unsynchronised"]:
+        warnings.append("The gateway's clock is not set: events are flagged until it is")
+    for lane, info in status["uplink"]["lanes"].items():
+        if info["paused"]:
+            warnings.append(f"Uplink {lane} lane paused: {info['paused']}")
+    warning = "".join(f"<p class=bad>{escape(w)}</p>" for w in warnings)
+    dropped = ", ".join(f"{t} {n}" for t, n in sorted(outbox["dropped"].items())) or "none"
+    used = f"{outbox['used_bytes'] / 1048576:.1f} of {outbox['max_bytes'] / 1048576:.0f} MiB"
     title = f"edgeagent · {status['gateway']}"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
@@ -107,7 +136,7 @@ th{{background:#f3f3f3}} .bad{{color:#a00;font-weight:bold}} .empty{{color:#777}
 <h2>Active alarms</h2>{alarms}
 <h2>Outbox and uplink</h2>
 <p>committed {outbox["committed"]} · delivered {outbox["delivered"]}
-· dead letters {outbox["dead_letters"]}</p>
+· dead letters {outbox["dead_letters"]} · dropped {escape(dropped)} · using {used}</p>
 {lanes}
 </body></html>
 """
