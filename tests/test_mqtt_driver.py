@@ -52,9 +52,12 @@ class HoldingSink:
         self.pending.clear()
 
 
-def settings(broker: Mosquitto, prefix: str, client_id: str) -> MqttSettings:
+def settings(
+    broker: Mosquitto, prefix: str, client_id: str, protocol: str = "5"
+) -> MqttSettings:
     return MqttSettings.model_validate(
         {
+            "protocol": protocol,
             "host": "127.0.0.1",
             "port": broker.port,
             "client_id": client_id,
@@ -163,11 +166,12 @@ async def test_garbage_is_counted_never_fatal(mosquitto: Mosquitto, topic_prefix
     assert task.done() and driver.health.errors == 6
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"], ids=["mqtt5", "mqtt311"])
 async def test_an_uncommitted_message_is_redelivered_after_a_crash(
-    own_mosquitto: Mosquitto, topic_prefix: str
+    own_mosquitto: Mosquitto, topic_prefix: str, protocol: str
 ) -> None:
     """No PUBACK before the commit: a driver that dies first gets the message again."""
-    cfg = settings(own_mosquitto, topic_prefix, f"c-{topic_prefix}")
+    cfg = settings(own_mosquitto, topic_prefix, f"c-{topic_prefix}", protocol)
     first = HoldingSink()
     driver = MqttDriver(cfg, "gw", None, first, DeviceHealth("mqtt", "mqtt"), SystemClock())
     task = start(driver)

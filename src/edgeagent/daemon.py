@@ -174,6 +174,7 @@ class Daemon:
                 self.ingest,
                 health,
                 self.clock,
+                receive_maximum=settings.outbox.commit_max_events,
             )
 
     async def run(self) -> None:

@@ -240,6 +240,15 @@ class MqttSettings(Section):
     username: str | None = Field(None, description="Broker user name")
     password: SecretRef | None = Field(None, description="Broker password")
     tls: MqttTls | None = Field(None, description="Use TLS, verified against ca_file")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version; 5 lets the daemon size the broker's in-flight window"
+    )
+    session_expiry_s: int = Field(
+        7 * 86400,
+        ge=60,
+        description="MQTT 5: how long the broker keeps our session and queues QoS 1 "
+        "readings while the gateway is away",
+    )
     keepalive_s: int = Field(15, ge=5, le=600, description="MQTT keepalive")
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect delay")
     sensors: list[MqttSensor] = Field(default_factory=list, description="Topic-to-sensor maps")

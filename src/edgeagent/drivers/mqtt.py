@@ -11,6 +11,8 @@ from datetime import datetime
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edgeagent.clock import Clock
 from edgeagent.drivers.base import (
@@ -65,8 +67,10 @@ class MqttDriver:
         sink: EventSink,
         health: DeviceHealth,
         clock: Clock,
+        receive_maximum: int = 256,
     ) -> None:
         self._settings = settings
+        self._receive_maximum = receive_maximum
         self._gateway_id = gateway_id
         self._password = password
         self._sink = sink
@@ -99,17 +103,39 @@ class MqttDriver:
                     str(self._settings.tls.key_file) if self._settings.tls.key_file else None,
                 )
             tls = context
-        client = aiomqtt.Client(
-            self._settings.host,
-            self._settings.port,
-            identifier=self.client_id,
-            username=self._settings.username,
-            password=self._password,
-            clean_session=False,
-            keepalive=self._settings.keepalive_s,
-            tls_context=tls,
-            timeout=10,
-        )
+        if self._settings.protocol == "5":
+            # A persistent session the broker keeps for session_expiry_s, and a receive
+            # window as large as a commit group: acknowledging after the commit would
+            # otherwise cap each group at the broker's default in-flight window (often 20).
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._settings.session_expiry_s
+            properties.ReceiveMaximum = self._receive_maximum
+            client = aiomqtt.Client(
+                self._settings.host,
+                self._settings.port,
+                identifier=self.client_id,
+                username=self._settings.username,
+                password=self._password,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=properties,
+                keepalive=self._settings.keepalive_s,
+                tls_context=tls,
+                timeout=10,
+            )
+        else:
+            client = aiomqtt.Client(
+                self._settings.host,
+                self._settings.port,
+                identifier=self.client_id,
+                username=self._settings.username,
+                password=self._password,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=False,
+                keepalive=self._settings.keepalive_s,
+                tls_context=tls,
+                timeout=10,
+            )
         # aiomqtt acknowledges inside paho's callback, before our code sees the message;
         # paho's manual acknowledgement lets us PUBACK after the commit instead.
         paho_client: paho.Client = client._client
