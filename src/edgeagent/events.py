@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ulid import ULID
+
 
 LOCATION_UPDATE = "location_update"
 SENSOR_READING = "sensor_reading"
@@ -44,6 +46,8 @@ def new_batch_id() -> str:
     return f"bat_{ULID()}"
 
 
+# Cached: an event formats its two times four times on its way to the outbox.
+@functools.lru_cache(maxsize=256)
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, as the platform expects: 2026-01-01T00:00:00.000Z."""
     if moment.tzinfo is None:
