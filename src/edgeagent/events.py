@@ -10,7 +10,6 @@ from typing import Any
 
 from ulid import ULID
 
-
 LOCATION_UPDATE = "location_update"
 SENSOR_READING = "sensor_reading"
 CAMERA_EVENT = "camera_event"
