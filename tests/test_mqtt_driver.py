@@ -52,9 +52,7 @@ class HoldingSink:
         self.pending.clear()
 
 
-def settings(
-    broker: Mosquitto, prefix: str, client_id: str, protocol: str = "5"
-) -> MqttSettings:
+def settings(broker: Mosquitto, prefix: str, client_id: str, protocol: str = "5") -> MqttSettings:
     return MqttSettings.model_validate(
         {
             "protocol": protocol,

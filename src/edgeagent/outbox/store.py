@@ -540,6 +540,23 @@ class Outbox:
         cursor.close()
         return batch
 
+    async def held(self, seqs: Sequence[int]) -> set[int]:
+        """Which of these sequences are still in the outbox (not expired or evicted)."""
+
+        def look() -> set[int]:
+            found: set[int] = set()
+            for start in range(0, len(seqs), _EVICT_CHUNK):
+                chunk = list(seqs[start : start + _EVICT_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn().execute(
+                    f"SELECT seq FROM events WHERE seq IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+                found.update(row[0] for row in rows)
+            return found
+
+        return await self._run(look)
+
     async def delete(self, seqs: Iterable[int]) -> None:
         """Forget events the platform accepted."""
         keys = [(s,) for s in seqs]
@@ -549,13 +566,13 @@ class Outbox:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            _delete_seqs(db, [key[0] for key in keys])
-            self._bump(db, "delivered", len(keys))
+            deleted = _delete_seqs(db, [key[0] for key in keys])
+            self._bump(db, "delivered", deleted)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
-        self.delivered += len(keys)
+        self.delivered += deleted
         self._reclaim(db)
 
     async def dead_letter(self, items: Sequence[tuple[StoredEvent, str]], now: datetime) -> None:
@@ -728,12 +745,16 @@ class Outbox:
         return stats
 
 
-def _delete_seqs(db: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    # One statement per chunk: far cheaper than one statement per row.
+def _delete_seqs(db: sqlite3.Connection, seqs: Sequence[int]) -> int:
+    """Delete by sequence, one statement per chunk (far cheaper than one per row);
+    returns how many rows were there to delete."""
+    deleted = 0
     for start in range(0, len(seqs), _EVICT_CHUNK):
         chunk = seqs[start : start + _EVICT_CHUNK]
         marks = ",".join("?" * len(chunk))
-        db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)  # noqa: S608
+        cursor = db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)  # noqa: S608
+        deleted += cursor.rowcount
+    return deleted
 
 
 def _rollback(db: sqlite3.Connection) -> None:

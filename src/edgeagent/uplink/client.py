@@ -84,6 +84,10 @@ class _ConfigFault(Exception):
     """The platform refuses us as configured; the lane waits instead of dropping."""
 
 
+class _BatchShrank(Exception):
+    """While the batch waited to be retried, the outbox's bounds dropped some of it."""
+
+
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Retry-After as seconds from now, from either its delta or its HTTP-date form."""
     if not value:
@@ -211,6 +215,9 @@ class Uplink:
             # so nothing the platform accepted is sent again.
             await self._wait(lane, self._settings.config_fault_retry_s)
             return False
+        except _BatchShrank:
+            # Events reported as dropped must not reach the platform after all.
+            return False
         if refused:
             await self._outbox.dead_letter(refused, self._clock.now())
             self.lanes[lane].dead_lettered += len(refused)
@@ -305,6 +312,9 @@ class Uplink:
             # asking us to back off, which the probe must not undo.
             unreachable = answer.status is None
             await self._wait(lane, delay, probe=unreachable and answer.retry_after is None)
+            seqs = [event.seq for event in batch]
+            if len(await self._outbox.held(seqs)) < len(seqs):
+                raise _BatchShrank
 
     def _pause(self, lane: str, reason: str) -> None:
         if self.lanes[lane].paused != reason:
