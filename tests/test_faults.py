@@ -164,7 +164,7 @@ def test_damaged_outbox_file_is_salvaged_and_reported(
         salvaged = {
             int(json.loads(body)["data"]["value"])
             for (body,) in outbox_rows(
-                outbox, "SELECT body FROM events WHERE type = 'sensor_reading'"
+                outbox, "SELECT body FROM events_telemetry WHERE type = 'sensor_reading'"
             )
         }
         assert 0 < len(salvaged) <= count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -230,7 +231,7 @@ async def test_broker_restart_reconnects_and_keeps_the_session(
     ingest.stop()
     await ingest_task
     batch = await outbox.next_batch("telemetry", 100, 10**6)
-    assert sorted(b.source for b in batch) == ["a-level", "b-level"]
+    assert sorted(json.loads(b.body)["source"] for b in batch) == ["a-level", "b-level"]
     await outbox.close()
 
 

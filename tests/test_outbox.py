@@ -62,7 +62,7 @@ async def test_lanes_are_separate_and_delete_frees_only_what_was_taken(tmp_path:
     telemetry = await outbox.next_batch("telemetry", 10, 1_000_000)
     assert [a.type for a in alarms] == [DEVICE_STATUS]
     assert len(telemetry) == 2
-    await outbox.delete([telemetry[0].seq])
+    await outbox.delete("telemetry", [telemetry[0].seq])
     stats = await outbox.stats()
     assert stats.depth == {"alarm": 1, "telemetry": 1}
     assert stats.delivered == 1
@@ -80,14 +80,22 @@ async def test_batch_respects_the_byte_bound_but_always_takes_one(tmp_path: Path
     await outbox.close()
 
 
-async def test_same_event_id_committed_twice_is_kept_once(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.db")
+async def test_the_sequence_keeps_rising_after_a_lane_empties(tmp_path: Path) -> None:
+    """Sequences are never reused, even when every event was delivered and the file
+    reopened: the uplink's read position relies on new events sorting after old ones."""
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
     await outbox.open()
-    event = reading(1)
-    await outbox.commit([event])
-    await outbox.commit([event])
-    assert (await outbox.stats()).depth["telemetry"] == 1
+    await outbox.commit([reading(1), reading(2)])
+    first = await outbox.next_batch("telemetry", 10, 10**6)
+    await outbox.delete("telemetry", [e.seq for e in first])
     await outbox.close()
+    reopened = Outbox(path)
+    await reopened.open()
+    await reopened.commit([reading(3)])
+    [later] = await reopened.next_batch("telemetry", 10, 10**6)
+    assert later.seq > max(e.seq for e in first)
+    await reopened.close()
 
 
 async def test_alarm_state_is_committed_with_events(tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from edgeagent.clock import ManualClock
 from edgeagent.events import DEVICE_STATUS, SENSOR_READING, Event, make_event
 from edgeagent.outbox import Outbox
-from edgeagent.outbox.schema import SCHEMA_V1, SCHEMA_VERSION
+from edgeagent.outbox.schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 from edgeagent.settings import OutboxSettings
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -140,36 +142,50 @@ async def test_drops_are_counted_durably_until_reported(tmp_path: Path) -> None:
     await reopened.close()
 
 
-async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
-    """A store written by the first release keeps its queue, order and alarm state."""
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION), ids=lambda v: f"from-v{v}")
+async def test_a_file_from_each_earlier_version_is_migrated_in_place(
+    tmp_path: Path, version: int
+) -> None:
+    """A store written by any earlier release keeps its queue, order, alarm state and the
+    rise of its sequence."""
     path = tmp_path / "outbox.db"
-    old = sqlite3.connect(path)
+    old = sqlite3.connect(path, isolation_level=None)
     old.executescript(SCHEMA_V1)
-    events = [reading(n) for n in range(5)]
-    for e in events:
+    for step in range(1, version):
+        MIGRATIONS[step](old)
+    telemetry = [reading(n) for n in range(5)]
+    alarms = [status_change(n) for n in range(2)]
+    for seq, e in enumerate(telemetry + alarms, start=10):
         old.execute(
-            "INSERT INTO events (lane, id, type, source, received_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (e.lane, e.id, e.type, e.source, "2026-03-01T12:00:00.000Z", e.to_json()),
+            "INSERT INTO events (seq, lane, id, type, source, received_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, e.lane, e.id, e.type, e.source, "2026-03-01T12:00:00.000Z", e.to_json()),
         )
+    if version >= 2:
+        old.execute("UPDATE events SET size = length(body)")  # as version 2 wrote them
+    # Events up to 40 were committed and delivered before the upgrade.
+    old.execute("UPDATE sqlite_sequence SET seq = 40 WHERE name = 'events'")
     old.execute("INSERT INTO alarm_state VALUES ('a1', '{\"active\": true}')")
-    old.execute("INSERT INTO counters VALUES ('committed', 5)")
-    old.execute("PRAGMA user_version=1")
-    old.commit()
+    old.execute("INSERT INTO counters VALUES ('committed', 7)")
+    old.execute(f"PRAGMA user_version={version}")
     old.close()
 
     outbox = Outbox(path, settings(reserve_bytes=0))
     await outbox.open()
     batch = await outbox.next_batch("telemetry", 100, 10**6)
-    assert [b.id for b in batch] == [e.id for e in events]
+    assert [b.id for b in batch] == [e.id for e in telemetry]
+    alarm_batch = await outbox.next_batch("alarm", 100, 10**6)
+    assert [b.id for b in alarm_batch] == [e.id for e in alarms]
     assert await outbox.alarm_states() == {"a1": {"active": True}}
-    assert outbox.committed == 5
+    assert outbox.committed == 7
     await outbox.commit([reading(99)])
+    newest = (await outbox.next_batch("telemetry", 100, 10**6))[-1]
+    assert newest.seq > 40, "the sequence never goes back below what was used"
     await outbox.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-    sizes = db.execute("SELECT size, length(body) FROM events").fetchall()
+    sizes = db.execute("SELECT size, length(body) FROM events_telemetry").fetchall()
     assert all(size == length for size, length in sizes)
     db.close()
 

@@ -13,8 +13,12 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1000
 # Columns copied from each table, in the order the fresh file's INSERT expects them.
+_EVENT_COLUMNS = ("seq", "id", "type", "body", "size", "elapsed")
 _TABLES = {
-    "events": ("seq", "lane", "id", "type", "source", "received_at", "body", "size", "elapsed"),
+    # A damaged file of any schema version: lane tables (3) or the single events table.
+    "events_alarm": _EVENT_COLUMNS,
+    "events_telemetry": _EVENT_COLUMNS,
+    "events": ("seq", "id", "type", "body", "size", "elapsed", "lane"),
     "dead_letters": ("seq", "id", "type", "source", "body", "reason", "dead_at"),
     "alarm_state": ("alarm_id", "state"),
     "counters": ("name", "value"),
@@ -113,6 +117,25 @@ def _rows(
         start = end
 
 
+def _place(
+    table: str, columns: tuple[str, ...], values: list[Any]
+) -> tuple[str | None, list[Any]]:
+    """Which table of the fresh store a salvaged row goes to, and its values for it."""
+    if table not in ("events", "events_alarm", "events_telemetry"):
+        return table, values
+    if table == "events":
+        lane = values.pop()
+        table = {"alarm": "events_alarm", "telemetry": "events_telemetry"}.get(lane, "")
+        if not table:
+            return None, values
+    body = values[3] or ""
+    if values[4] is None:
+        values[4] = len(body)
+    if values[5] is None:
+        values[5] = 0.0
+    return table, values
+
+
 def salvage(damaged: Path, fresh: sqlite3.Connection, report: SalvageReport) -> None:
     """Copy what `damaged` still yields into `fresh` (an open, empty outbox)."""
     try:
@@ -124,29 +147,28 @@ def salvage(damaged: Path, fresh: sqlite3.Connection, report: SalvageReport) -> 
     try:
         fresh.execute("BEGIN IMMEDIATE")
         for table, columns in _TABLES.items():
-            marks = ", ".join("?" for _ in columns)
-            names = ", ".join(columns)
             count = 0
             unreadable_before = report.unreadable
             if table == "alarm_state" and not _columns(db, table):
                 report.alarm_state_lost = True
             for row in _rows(db, table, columns, report):
-                values = list(row)
-                if table == "events" and values[7] is None:
-                    values[7] = len(values[6] or "")
-                if table == "events" and values[8] is None:
-                    values[8] = 0.0
+                target, values = _place(table, columns, list(row))
+                if target is None:
+                    report.unreadable += 1
+                    continue
+                names = ", ".join(columns[: len(values)])
+                marks = ", ".join("?" for _ in values)
                 try:
                     fresh.execute(
-                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
+                        f"INSERT OR IGNORE INTO {target} ({names}) VALUES ({marks})",  # noqa: S608
                         values,
                     )
                 except sqlite3.IntegrityError:
                     report.unreadable += 1
                     continue
                 count += 1
-            if table == "events":
-                report.events = count
+            if table.startswith("events"):
+                report.events += count
             elif table == "dead_letters":
                 report.dead_letters = count
             elif table == "alarm_state":

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Version 3 keeps each lane in its own table, keyed by the sequence alone: no secondary
+# index to write on every insert and delete, which halves the outbox's disk writes.
+LANE_TABLES = {"alarm": "events_alarm", "telemetry": "events_telemetry"}
 
 # Version 1, as the first release wrote it. Kept so upgrades from it stay tested.
 SCHEMA_V1 = """
@@ -64,7 +67,39 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     db.execute("UPDATE events SET elapsed = ?", (base[0] if base else 0,))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+_V3_TABLE = """
+CREATE TABLE {table} (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    elapsed REAL NOT NULL
+)
+"""
+
+
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    for lane, table in LANE_TABLES.items():
+        db.execute(_V3_TABLE.format(table=table))
+        db.execute(
+            f"INSERT INTO {table} (seq, id, type, body, size, elapsed) "  # noqa: S608
+            "SELECT seq, id, type, body, size, elapsed FROM events WHERE lane = ? ORDER BY seq",
+            (lane,),
+        )
+    # The sequence must keep rising even when both lanes are empty: remember its top.
+    top = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+    used = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    last = max(top or 0, used[0] if used else 0)
+    db.execute(
+        "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        (last,),
+    )
+    db.execute("DROP TABLE events")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def create(db: sqlite3.Connection) -> None:

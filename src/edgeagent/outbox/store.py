@@ -20,6 +20,7 @@ from edgeagent.clock import Clock, SystemClock
 from edgeagent.events import LANE_ALARM, LANE_TELEMETRY, LANES, Event, format_time, parse_time
 from edgeagent.outbox import schema
 from edgeagent.outbox.salvage import SalvageReport, is_healthy, move_aside, salvage
+from edgeagent.outbox.schema import LANE_TABLES
 from edgeagent.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,9 @@ class StoredEvent:
     """An event as the outbox holds it: its sequence and its wire JSON."""
 
     seq: int
+    lane: str
     id: str
     type: str
-    source: str
     body: str
 
 
@@ -102,6 +103,8 @@ class Outbox:
         self._age_checked_at = float("-inf")
         self._reclaimed_at = float("-inf")
         self._page_bytes = 0
+        # The sequence's top, persisted with each commit: it rises even across empty lanes.
+        self._last_seq = 0
 
     async def _run(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -247,10 +250,15 @@ class Outbox:
                 self.delivered = value
             elif name == "elapsed_s":
                 self._elapsed_base = float(value)
+            elif name == "last_seq":
+                self._last_seq = int(value)
             elif name.startswith("dropped:"):
                 self.dropped[name.removeprefix("dropped:")] = value
             elif name.startswith("unreported:"):
                 self.unreported_drops[name.removeprefix("unreported:")] = value
+        for table in LANE_TABLES.values():
+            top = db.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]  # noqa: S608
+            self._last_seq = max(self._last_seq, top or 0)
         self._mono_at_open = self._clock.monotonic()
 
     def _hold_reserve(self) -> None:
@@ -288,11 +296,7 @@ class Outbox:
         self, events: Sequence[Event], alarm_states: Mapping[str, dict[str, Any]] | None = None
     ) -> None:
         """Store events and the alarm state they reflect in one transaction."""
-        rows = [
-            (e.lane, e.id, e.type, e.source, format_time(e.received_at), body, len(body))
-            for e in events
-            for body in (e.to_json(),)
-        ]
+        rows = [(e.lane, e.id, e.type, body, len(body)) for e in events for body in (e.to_json(),)]
         states = [(k, json.dumps(v)) for k, v in (alarm_states or {}).items()]
         await self._run(lambda: self._commit(rows, states))
 
@@ -302,13 +306,19 @@ class Outbox:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                # An event id already held is a replay of the same event: keep the first.
-                db.executemany(
-                    "INSERT OR IGNORE INTO events "
-                    "(lane, id, type, source, received_at, body, size, elapsed) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row, elapsed) for row in rows],
-                )
+                first = self._last_seq + 1
+                for lane, table in LANE_TABLES.items():
+                    db.executemany(
+                        f"INSERT INTO {table} (seq, id, type, body, size, elapsed) "  # noqa: S608
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [
+                            (first + index, *row[1:], elapsed)
+                            for index, row in enumerate(rows)
+                            if row[0] == lane
+                        ],
+                    )
+                if rows:
+                    self._set_counter(db, "last_seq", first + len(rows) - 1)
                 db.executemany(
                     "INSERT INTO alarm_state (alarm_id, state) VALUES (?, ?) "
                     "ON CONFLICT (alarm_id) DO UPDATE SET state = excluded.state",
@@ -327,6 +337,7 @@ class Outbox:
                 self._make_room()
                 raise OutboxFull(str(exc)) from exc
             raise
+        self._last_seq += len(rows)
         self._after_drops(dropped)
         self.committed += len(rows)
         if self.disk_full:
@@ -343,10 +354,14 @@ class Outbox:
         )
 
     def _save_elapsed(self, db: sqlite3.Connection) -> None:
+        self._set_counter(db, "elapsed_s", int(self.elapsed()))
+
+    @staticmethod
+    def _set_counter(db: sqlite3.Connection, name: str, value: int) -> None:
         db.execute(
-            "INSERT INTO counters (name, value) VALUES ('elapsed_s', ?) "
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (int(self.elapsed()),),
+            (name, value),
         )
 
     # -- bounds
@@ -408,12 +423,13 @@ class Outbox:
         for lane in LANES:
             while True:
                 rows = db.execute(
-                    "SELECT seq, type, elapsed FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
-                    (lane, _EVICT_CHUNK),
+                    f"SELECT seq, type, elapsed FROM {LANE_TABLES[lane]} "  # noqa: S608
+                    "ORDER BY seq LIMIT ?",
+                    (_EVICT_CHUNK,),
                 ).fetchall()
                 old = [(seq, kind) for seq, kind, elapsed in rows if elapsed < cutoff]
                 if old:
-                    _delete_seqs(db, [seq for seq, _ in old])
+                    _delete_seqs(db, lane, [seq for seq, _ in old])
                     expired.update(kind for _, kind in old)
                 if len(old) < _EVICT_CHUNK:
                     break
@@ -423,11 +439,11 @@ class Outbox:
         """Delete the oldest telemetry; alarms and device status only when none is left."""
         for lane in (LANE_TELEMETRY, LANE_ALARM):
             rows = db.execute(
-                "SELECT seq, type FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
-                (lane, count),
+                f"SELECT seq, type FROM {LANE_TABLES[lane]} ORDER BY seq LIMIT ?",  # noqa: S608
+                (count,),
             ).fetchall()
             if rows:
-                _delete_seqs(db, [r[0] for r in rows])
+                _delete_seqs(db, lane, [r[0] for r in rows])
                 return Counter(r[1] for r in rows)
         return Counter()
 
@@ -523,14 +539,14 @@ class Outbox:
         self, lane: str, max_events: int, max_bytes: int, after: int
     ) -> list[StoredEvent]:
         cursor = self._conn().execute(
-            "SELECT seq, id, type, source, body FROM events WHERE lane = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (lane, after, max_events),
+            f"SELECT seq, id, type, body FROM {LANE_TABLES[lane]} "  # noqa: S608
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, max_events),
         )
         batch: list[StoredEvent] = []
         size = 0
-        for row in cursor:
-            item = StoredEvent(*row)
+        for seq, event_id, event_type, body in cursor:
+            item = StoredEvent(seq, lane, event_id, event_type, body)
             size += len(item.body) + 1
             # The first event always goes, even alone over the bound: the platform's 413
             # then decides whether it is too large.
@@ -540,7 +556,7 @@ class Outbox:
         cursor.close()
         return batch
 
-    async def held(self, seqs: Sequence[int]) -> set[int]:
+    async def held(self, lane: str, seqs: Sequence[int]) -> set[int]:
         """Which of these sequences are still in the outbox (not expired or evicted)."""
 
         def look() -> set[int]:
@@ -549,7 +565,7 @@ class Outbox:
                 chunk = list(seqs[start : start + _EVICT_CHUNK])
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn().execute(
-                    f"SELECT seq FROM events WHERE seq IN ({marks})",  # noqa: S608
+                    f"SELECT seq FROM {LANE_TABLES[lane]} WHERE seq IN ({marks})",  # noqa: S608
                     chunk,
                 )
                 found.update(row[0] for row in rows)
@@ -557,16 +573,16 @@ class Outbox:
 
         return await self._run(look)
 
-    async def delete(self, seqs: Iterable[int]) -> None:
+    async def delete(self, lane: str, seqs: Iterable[int]) -> None:
         """Forget events the platform accepted."""
         keys = [(s,) for s in seqs]
-        await self._run(lambda: self._delete(keys))
+        await self._run(lambda: self._delete(lane, keys))
 
-    def _delete(self, keys: list[tuple[int]]) -> None:
+    def _delete(self, lane: str, keys: list[tuple[int]]) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            deleted = _delete_seqs(db, [key[0] for key in keys])
+            deleted = _delete_seqs(db, lane, [key[0] for key in keys])
             self._bump(db, "delivered", deleted)
             db.execute("COMMIT")
         except BaseException:
@@ -578,7 +594,7 @@ class Outbox:
     async def dead_letter(self, items: Sequence[tuple[StoredEvent, str]], now: datetime) -> None:
         """Move events the platform refused out of the lane, keeping them for inspection."""
         rows = [
-            (e.seq, e.id, e.type, e.source, e.body, reason, format_time(now))
+            (e.seq, e.id, e.type, _source_of(e.body), e.body, reason, format_time(now), e.lane)
             for e, reason in items
         ]
         await self._run(lambda: self._dead_letter(rows))
@@ -590,9 +606,10 @@ class Outbox:
             db.executemany(
                 "INSERT OR REPLACE INTO dead_letters "
                 "(seq, id, type, source, body, reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                [row[:7] for row in rows],
             )
-            db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+            for lane in LANE_TABLES:
+                _delete_seqs(db, lane, [row[0] for row in rows if row[7] == lane])
             # Dead letters have their own bound; the oldest make way.
             db.execute(
                 "DELETE FROM dead_letters WHERE seq NOT IN "
@@ -611,8 +628,8 @@ class Outbox:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT seq, body FROM events WHERE lane = ? ORDER BY seq LIMIT ?",
-                    (lane, limit),
+                    f"SELECT seq, body FROM {LANE_TABLES[lane]} ORDER BY seq LIMIT ?",  # noqa: S608
+                    (limit,),
                 )
                 .fetchall()
             )
@@ -646,31 +663,23 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
-                    f"SELECT id, type, source, body FROM dead_letters {where} ORDER BY seq",  # noqa: S608
+                    f"SELECT id, type, body FROM dead_letters {where} ORDER BY seq",  # noqa: S608
                     args,
                 ).fetchall()
-                for event_id, event_type, source, body in rows:
-                    received = json.loads(body).get("received_at", "")
+                for event_id, event_type, body in rows:
                     lane = LANE_ALARM if _alarm_lane(event_type) else LANE_TELEMETRY
+                    self._last_seq += 1
                     db.execute(
-                        "INSERT OR IGNORE INTO events "
-                        "(lane, id, type, source, received_at, body, size, elapsed) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            lane,
-                            event_id,
-                            event_type,
-                            source,
-                            received,
-                            body,
-                            len(body),
-                            self.elapsed(),
-                        ),
+                        f"INSERT INTO {LANE_TABLES[lane]} "  # noqa: S608
+                        "(seq, id, type, body, size, elapsed) VALUES (?, ?, ?, ?, ?, ?)",
+                        (self._last_seq, event_id, event_type, body, len(body), self.elapsed()),
                     )
+                self._set_counter(db, "last_seq", self._last_seq)
                 db.execute(f"DELETE FROM dead_letters {where}", args)  # noqa: S608
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
+                self._load_counters()
                 raise
             return len(rows)
 
@@ -734,10 +743,11 @@ class Outbox:
             used_bytes=self._used_bytes(db),
             max_bytes=self.settings.max_bytes,
         )
-        for lane in LANES:
-            depth = db.execute("SELECT count(*) FROM events WHERE lane = ?", (lane,)).fetchone()
+        for lane, table in LANE_TABLES.items():
+            depth = db.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
             oldest = db.execute(
-                "SELECT received_at FROM events WHERE lane = ? ORDER BY seq LIMIT 1", (lane,)
+                f"SELECT json_extract(body, '$.received_at') FROM {table} "  # noqa: S608
+                "ORDER BY seq LIMIT 1"
             ).fetchone()
             stats.depth[lane] = depth[0]
             stats.oldest_received_at[lane] = oldest[0] if oldest else None
@@ -745,14 +755,24 @@ class Outbox:
         return stats
 
 
-def _delete_seqs(db: sqlite3.Connection, seqs: Sequence[int]) -> int:
+def _source_of(body: str) -> str:
+    try:
+        return str(json.loads(body).get("source", ""))
+    except ValueError:
+        return ""
+
+
+def _delete_seqs(db: sqlite3.Connection, lane: str, seqs: Sequence[int]) -> int:
     """Delete by sequence, one statement per chunk (far cheaper than one per row);
     returns how many rows were there to delete."""
     deleted = 0
     for start in range(0, len(seqs), _EVICT_CHUNK):
         chunk = seqs[start : start + _EVICT_CHUNK]
         marks = ",".join("?" * len(chunk))
-        cursor = db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)  # noqa: S608
+        cursor = db.execute(
+            f"DELETE FROM {LANE_TABLES[lane]} WHERE seq IN ({marks})",  # noqa: S608
+            chunk,
+        )
         deleted += cursor.rowcount
     return deleted
 

@@ -245,7 +245,7 @@ class Uplink:
         if 200 <= status < 300:
             refused = [(e, answer.rejected[e.id]) for e in batch if e.id in answer.rejected]
             taken = [e.seq for e in batch if e.id not in answer.rejected]
-            await self._outbox.delete(taken)
+            await self._outbox.delete(lane, taken)
             self.lanes[lane].delivered += len(taken)
             self._envelope_proven = True
             if self._failures[lane] or self.lanes[lane].paused:
@@ -313,7 +313,7 @@ class Uplink:
             unreachable = answer.status is None
             await self._wait(lane, delay, probe=unreachable and answer.retry_after is None)
             seqs = [event.seq for event in batch]
-            if len(await self._outbox.held(seqs)) < len(seqs):
+            if len(await self._outbox.held(lane, seqs)) < len(seqs):
                 raise _BatchShrank
 
     def _pause(self, lane: str, reason: str) -> None:
