@@ -76,7 +76,8 @@ class SecretError(Exception):
     """A secret could not be read."""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address stays on this machine."""
     if host == "localhost":
         return True
     try:
@@ -115,7 +116,7 @@ class PlatformSettings(Section):
             raise ValueError(f"base_url {self.base_url!r} must be an http(s) URL with a host")
         if parts.username or parts.password:
             raise ValueError("base_url must not carry credentials; use api_key")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 "base_url must use https:// beyond this machine: the API key and the "
                 "events would cross the network in clear"

@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -103,6 +104,15 @@ class MqttDriver:
                     str(self._settings.tls.key_file) if self._settings.tls.key_file else None,
                 )
             tls = context
+        common: dict[str, Any] = {
+            "identifier": self.client_id,
+            "username": self._settings.username,
+            "password": self._password,
+            "keepalive": self._settings.keepalive_s,
+            "tls_context": tls,
+            "timeout": 10,
+        }
+        version: dict[str, Any]
         if self._settings.protocol == "5":
             # A persistent session the broker keeps for session_expiry_s, and a receive
             # window as large as a commit group: acknowledging after the commit would
@@ -110,32 +120,14 @@ class MqttDriver:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self._settings.session_expiry_s
             properties.ReceiveMaximum = self._receive_maximum
-            client = aiomqtt.Client(
-                self._settings.host,
-                self._settings.port,
-                identifier=self.client_id,
-                username=self._settings.username,
-                password=self._password,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=properties,
-                keepalive=self._settings.keepalive_s,
-                tls_context=tls,
-                timeout=10,
-            )
+            version = {
+                "protocol": aiomqtt.ProtocolVersion.V5,
+                "clean_start": False,
+                "properties": properties,
+            }
         else:
-            client = aiomqtt.Client(
-                self._settings.host,
-                self._settings.port,
-                identifier=self.client_id,
-                username=self._settings.username,
-                password=self._password,
-                protocol=aiomqtt.ProtocolVersion.V311,
-                clean_session=False,
-                keepalive=self._settings.keepalive_s,
-                tls_context=tls,
-                timeout=10,
-            )
+            version = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
+        client = aiomqtt.Client(self._settings.host, self._settings.port, **common, **version)
         # aiomqtt acknowledges inside paho's callback, before our code sees the message;
         # paho's manual acknowledgement lets us PUBACK after the commit instead.
         paho_client: paho.Client = client._client

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -304,8 +305,7 @@ class Outbox:
         db = self._conn()
         elapsed = self.elapsed()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 first = self._last_seq + 1
                 for lane, table in LANE_TABLES.items():
                     db.executemany(
@@ -328,10 +328,6 @@ class Outbox:
                 self._save_elapsed(db)
                 dropped = self._enforce_bounds(db)
                 self._record_drops(db, dropped)
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
         except sqlite3.OperationalError as exc:
             if _is_disk_full(exc):
                 self._make_room()
@@ -374,15 +370,10 @@ class Outbox:
     def _maintain(self) -> Counter[str]:
         db = self._conn()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 dropped = self._enforce_bounds(db)
                 self._record_drops(db, dropped)
                 self._save_elapsed(db)
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
         except sqlite3.OperationalError as exc:
             if _is_disk_full(exc):
                 self._make_room()
@@ -580,14 +571,9 @@ class Outbox:
 
     def _delete(self, lane: str, keys: list[tuple[int]]) -> None:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             deleted = _delete_seqs(db, lane, [key[0] for key in keys])
             self._bump(db, "delivered", deleted)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
         self.delivered += deleted
         self._reclaim(db)
 
@@ -601,8 +587,7 @@ class Outbox:
 
     def _dead_letter(self, rows: list[tuple[Any, ...]]) -> None:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             db.executemany(
                 "INSERT OR REPLACE INTO dead_letters "
                 "(seq, id, type, source, body, reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -616,10 +601,6 @@ class Outbox:
                 "(SELECT seq FROM dead_letters ORDER BY seq DESC LIMIT ?)",
                 (self.settings.dead_letters_max,),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
 
     # -- repair, through the local API
 
@@ -660,8 +641,7 @@ class Outbox:
         def move() -> int:
             db = self._conn()
             where, args = _id_filter(ids)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 rows = db.execute(
                     f"SELECT id, type, body FROM dead_letters {where} ORDER BY seq",  # noqa: S608
                     args,
@@ -676,11 +656,6 @@ class Outbox:
                     )
                 self._set_counter(db, "last_seq", self._last_seq)
                 db.execute(f"DELETE FROM dead_letters {where}", args)  # noqa: S608
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                self._load_counters()
-                raise
             return len(rows)
 
         return await self._run(move)
@@ -775,6 +750,18 @@ def _delete_seqs(db: sqlite3.Connection, lane: str, seqs: Sequence[int]) -> int:
         )
         deleted += cursor.rowcount
     return deleted
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed when the block ends, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from edgeagent.events import printable
+from edgeagent.settings import is_loopback
 from edgeagent.status.page import render
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,6 @@ MAX_REASON = 500
 
 
 _LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ActionError(Exception):
@@ -194,7 +185,7 @@ class _Api:
 def build_app(source: StatusSource, token: bytes | None, listen: str = "127.0.0.1") -> Starlette:
     api = _Api(source, token)
     middleware = []
-    if _is_loopback(listen):
+    if is_loopback(listen):
         # Bound to loopback: only requests addressed to loopback are served, so a web page
         # cannot read the status through DNS rebinding.
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=_LOOPBACK_NAMES))
