@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -87,13 +88,12 @@ def outbox_settings() -> OutboxSettings:
 
 # -- (c) commit rate -----------------------------------------------------------------------
 
+# The outbox's own table shape (schema 3): a lane's table keyed by the sequence.
 BARE_SCHEMA = """
 CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, lane TEXT NOT NULL, id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL, source TEXT NOT NULL, received_at TEXT NOT NULL, body TEXT NOT NULL,
-    size INTEGER NOT NULL DEFAULT 0, elapsed REAL NOT NULL DEFAULT 0
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+    size INTEGER NOT NULL, elapsed REAL NOT NULL
 );
-CREATE INDEX events_by_lane ON events (lane, seq);
 """
 
 
@@ -111,16 +111,10 @@ def commit_bare(path: Path, events: list[Event]) -> float:
     started = time.perf_counter()
     for group in groups(events, COMMIT_GROUP):
         # Serialising is inside the timing on both sides: Outbox.commit does it too.
-        rows = [
-            (e.lane, e.id, e.type, e.source, format_time(e.received_at), body, len(body), 0.0)
-            for e in group
-            for body in (e.to_json(),)
-        ]
+        rows = [(e.id, e.type, body, len(body), 0.0) for e in group for body in (e.to_json(),)]
         db.execute("BEGIN IMMEDIATE")
         db.executemany(
-            "INSERT INTO events (lane, id, type, source, received_at, body, size, elapsed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO events (id, type, body, size, elapsed) VALUES (?, ?, ?, ?, ?)", rows
         )
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started
@@ -194,6 +188,7 @@ def daemon_config(
             "mqtt:",
             f"  port: {mqtt}",
             "  client_id: edgeagent-bench",
+            "  protocol: '" + os.environ.get("BENCH_MQTT_PROTOCOL", "3.1.1") + "'",
             "  sensors:",
             f'    - {{topic: "{TOPIC_FILTER}", sensor: "{{1}}-level", unit: "%"}}',
         ]
@@ -393,7 +388,7 @@ def ingest_daemon(work: Path, broker: int, count: int, stack: contextlib.ExitSta
     stack.callback(receiver.stop)
     committed = peek.value(COMMITTED)
     wait_counter(peek, DELIVERED, committed, 600, 0.05)
-    left = peek.value("SELECT count(*) FROM events")
+    left = peek.value("SELECT count(*) FROM events_telemetry")
     peek.close()
     rss, hwm, lifetime = daemon.finish()
     receiver.stop()
@@ -451,7 +446,7 @@ def drain_bare(work: Path, outbox: Path, stack: contextlib.ExitStack) -> tuple[f
     sent = 0
     with httpx.Client(timeout=60) as client:
         started = time.monotonic()
-        cursor = source.execute("SELECT body FROM events ORDER BY seq")
+        cursor = source.execute("SELECT body FROM events_telemetry ORDER BY seq")
         while rows := cursor.fetchmany(BATCH_EVENTS):
             batch_id = new_batch_id()
             body = gzip.compress(
@@ -492,7 +487,7 @@ def drain_daemon(
     began = time.monotonic()
     done = wait_counter(peek, DELIVERED, backlog, 3600, 0.05)
     io_drained = write_bytes(daemon.server.pid)
-    left = peek.value("SELECT count(*) FROM events")
+    left = peek.value("SELECT count(*) FROM events_telemetry")
     dead = peek.value("SELECT count(*) FROM dead_letters")
     peek.close()
     rss, hwm, lifetime = daemon.finish()

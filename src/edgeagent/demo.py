@@ -75,10 +75,16 @@ def _wait_subscribed(page: str, timeout: float) -> None:
     raise SystemExit(f"the daemon did not connect to the broker within {timeout:.0f} s")
 
 
-def _start_broker(port: int, folder: Path) -> subprocess.Popen[bytes]:
+def _start_broker(port: int, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """mosquitto where it is installed, else amqtt; returns the MQTT version to speak.
+
+    DEMO_BROKER=embedded picks amqtt even where mosquitto is installed.
+    """
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
+    if os.environ.get("DEMO_BROKER") == "embedded":
+        mosquitto = None
     if mosquitto:
         (folder / "mosquitto").mkdir()
         conf = folder / "mosquitto.conf"
@@ -88,9 +94,12 @@ def _start_broker(port: int, folder: Path) -> subprocess.Popen[bytes]:
             encoding="utf-8",
         )
         print(f"demo: broker mosquitto on 127.0.0.1:{port}")
-        return subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    print(f"demo: mosquitto not found; embedded amqtt broker on 127.0.0.1:{port}")
-    return subprocess.Popen([sys.executable, "-m", "edgeagent.demobroker", str(port)])
+        process = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        return process, "5"
+    print(f"demo: embedded amqtt broker on 127.0.0.1:{port} (MQTT 3.1.1)")
+    process = subprocess.Popen([sys.executable, "-m", "edgeagent.demobroker", str(port)])
+    # amqtt speaks MQTT 3.1.1 only.
+    return process, "3.1.1"
 
 
 async def _publish(port: int, stop: asyncio.Event) -> int:
@@ -210,7 +219,7 @@ def main(seconds: float) -> int:
             stdout=subprocess.DEVNULL,
         )
         processes.append(receiver)
-        broker = _start_broker(broker_port, folder)
+        broker, protocol = _start_broker(broker_port, folder)
         processes.append(broker)
         _wait_port(receiver_port, 20)
         _wait_port(broker_port, 20)
@@ -218,6 +227,7 @@ def main(seconds: float) -> int:
         print(f"demo: receiver on http://127.0.0.1:{receiver_port}")
 
         env = _daemon_env(folder, receiver_port, broker_port, page_port)
+        env["EDGEAGENT_MQTT__PROTOCOL"] = protocol
         page = f"http://127.0.0.1:{page_port}/"
         command = [sys.executable, "-m", "edgeagent", "run", "-c", str(_config_path())]
         sent, code = asyncio.run(

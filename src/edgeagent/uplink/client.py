@@ -312,8 +312,8 @@ class Uplink:
             # asking us to back off, which the probe must not undo.
             unreachable = answer.status is None
             await self._wait(lane, delay, probe=unreachable and answer.retry_after is None)
-            seqs = [event.seq for event in batch]
-            if len(await self._outbox.held(lane, seqs)) < len(seqs):
+            # The bounds drop oldest first: if any of the batch went, its first event did.
+            if not await self._outbox.held(lane, [batch[0].seq]):
                 raise _BatchShrank
 
     def _pause(self, lane: str, reason: str) -> None:
