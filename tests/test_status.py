@@ -232,3 +232,33 @@ async def test_the_status_command_finds_the_daemon_from_its_config(
     )
     assert result.returncode == 0, result.stderr
     assert "outbox alarm" in result.stdout and "mqtt" in result.stdout
+
+
+async def test_outbox_commands_look_into_and_repair_the_live_buffer(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """stats, peek and dead-letters read; requeue and purge need the token."""
+    (tmp_path / "t").write_text(TOKEN)
+    config = tmp_path / "for-cli.yaml"
+    config.write_text(f"status: {{port: {daemon.page_port()}}}\n")
+
+    def cli(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edgeagent", *words, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    stats = await asyncio.to_thread(cli, "outbox", "stats")
+    assert stats.returncode == 0 and '"depth"' in stats.stdout
+    peek = await asyncio.to_thread(cli, "outbox", "peek", "--lane", "alarm")
+    assert peek.returncode == 0 and "device_status" in peek.stdout
+    letters = await asyncio.to_thread(cli, "outbox", "dead-letters")
+    assert letters.returncode == 0 and '"dead_letters": []' in letters.stdout
+    refused = await asyncio.to_thread(cli, "outbox", "purge", "--all", "--operator", "ana")
+    assert refused.returncode == 1 and "401" in refused.stderr
+    purged = await asyncio.to_thread(
+        cli, "outbox", "purge", "--all", "--operator", "ana", "--token-file", str(tmp_path / "t")
+    )
+    assert purged.returncode == 0 and "0 dead letters purged" in purged.stdout
