@@ -297,9 +297,15 @@ class Outbox:
         self, events: Sequence[Event], alarm_states: Mapping[str, dict[str, Any]] | None = None
     ) -> None:
         """Store events and the alarm state they reflect in one transaction."""
-        rows = [(e.lane, e.id, e.type, body, len(body)) for e in events for body in (e.to_json(),)]
+        events = list(events)
         states = [(k, json.dumps(v)) for k, v in (alarm_states or {}).items()]
-        await self._run(lambda: self._commit(rows, states))
+
+        def encode_and_commit() -> None:
+            # Encoded on the outbox's thread, not the event loop, which reads the sources.
+            rows = [(e.lane, e.id, e.type, b, len(b)) for e in events for b in (e.to_json(),)]
+            self._commit(rows, states)
+
+        await self._run(encode_and_commit)
 
     def _commit(self, rows: Sequence[tuple[Any, ...]], states: list[tuple[str, str]]) -> None:
         db = self._conn()
