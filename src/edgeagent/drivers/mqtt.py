@@ -79,6 +79,9 @@ class MqttDriver:
         self.health = health
         self._reporter = HealthReporter(health, f"{gateway_id}/{health.device_id}", sink)
         self._maps = [(TopicMap(s.topic, s.sensor), s) for s in settings.sensors]
+        self._external_maps = {
+            id(s): TopicMap(s.topic, s.external_id) for s in settings.sensors if s.external_id
+        }
         self.client_id = settings.client_id or f"edgeagent-{gateway_id}"
         self.sensors: dict[str, SensorLive] = {}
         self.undecodable = 0
@@ -86,6 +89,7 @@ class MqttDriver:
         self._connection: aiomqtt.Client | None = None
         self._taking = asyncio.Event()
         self._taking.set()
+        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
 
     def pause(self) -> None:
         """Stop taking messages, keeping the connection so queued acknowledgements go out."""
@@ -127,7 +131,18 @@ class MqttDriver:
             }
         else:
             version = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        client = aiomqtt.Client(self._settings.host, self._settings.port, **common, **version)
+        driver = self
+
+        class Inbox(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt's message queue, kept by the driver so it can take a burst at once."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                driver._inbox = self
+
+        client = aiomqtt.Client(
+            self._settings.host, self._settings.port, queue_type=Inbox, **common, **version
+        )
         # aiomqtt acknowledges inside paho's callback, before our code sees the message;
         # paho's manual acknowledgement lets us PUBACK after the commit instead.
         paho_client: paho.Client = client._client
@@ -150,6 +165,14 @@ class MqttDriver:
                         # come back after the restart, never half-handled.
                         await self._taking.wait()
                         await self._on_message(client, message)
+                        # A burst is taken straight from the queue: aiomqtt's iterator
+                        # costs a task and a wait per message.
+                        while self._taking.is_set():
+                            try:
+                                queued = self._inbox.get_nowait()
+                            except asyncio.QueueEmpty:
+                                break
+                            await self._on_message(client, queued)
             except aiomqtt.MqttError as exc:
                 self._connection = None
                 await self._reporter.set(OFFLINE, f"broker {where}: {exc}")
@@ -221,10 +244,9 @@ class MqttDriver:
     ) -> None:
         received = self.health.last_seen or self._sink.received_at()
         occurred = timestamp or received
+        external_map = self._external_maps.get(id(sensor))
         external_id = (
-            TopicMap(sensor.topic, sensor.external_id).name(matched)
-            if sensor.external_id
-            else f"{self._gateway_id}/{sensor_id}"
+            external_map.name(matched) if external_map else f"{self._gateway_id}/{sensor_id}"
         )
         event = make_event(
             SENSOR_READING,

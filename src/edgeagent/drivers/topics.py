@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
@@ -18,6 +18,7 @@ class TopicMap:
 
     filter: str
     template: str
+    _levels: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         levels = self.filter.split("/")
@@ -26,6 +27,8 @@ class TopicMap:
                 raise TopicFilterError(f"'#' must be a whole last level in {self.filter!r}")
             if "+" in level and level != "+":
                 raise TopicFilterError(f"'+' must be a whole level in {self.filter!r}")
+        # Split once: matching runs for every message.
+        object.__setattr__(self, "_levels", tuple(levels))
         wildcards = levels.count("+")
         for number in _PLACEHOLDER.findall(self.template):
             if not 1 <= int(number) <= wildcards:
@@ -35,7 +38,7 @@ class TopicMap:
 
     def match(self, topic: str) -> list[str] | None:
         """The levels matched by each '+' (and the rest under '#'), or None if no match."""
-        wanted = self.filter.split("/")
+        wanted = self._levels
         given = topic.split("/")
         matched: list[str] = []
         for index, level in enumerate(wanted):
