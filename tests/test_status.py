@@ -258,6 +258,19 @@ async def test_outbox_commands_look_into_and_repair_the_live_buffer(
     assert letters.returncode == 0 and '"dead_letters": []' in letters.stdout
     refused = await asyncio.to_thread(cli, "outbox", "purge", "--all", "--operator", "ana")
     assert refused.returncode == 1 and "401" in refused.stderr
+    both = await asyncio.to_thread(cli, "outbox", "purge", "evt_x", "--all", "--operator", "a")
+    assert both.returncode == 2 and "not both" in both.stderr
+    unknown = await asyncio.to_thread(
+        cli,
+        "outbox",
+        "requeue",
+        "evt_NOPE",
+        "--operator",
+        "a",
+        "--token-file",
+        str(tmp_path / "t"),
+    )
+    assert unknown.returncode == 1 and "no dead letter" in unknown.stderr
     purged = await asyncio.to_thread(
         cli, "outbox", "purge", "--all", "--operator", "ana", "--token-file", str(tmp_path / "t")
     )

@@ -380,3 +380,12 @@ async def test_a_peer_dripping_bytes_cannot_hold_the_lane(tmp_path: Path) -> Non
     await link.close()
     await outbox.close()
     listener.close()
+
+
+async def test_an_html_page_answering_200_is_not_taken_for_the_platform(harness_factory) -> None:
+    """A captive portal answers 200 to anything: the batch must stay, the lane pause."""
+    with ScriptedWebhook(lambda seen: (200, None, {"Content-Type": "text/html"})) as hook:
+        h = await harness_factory(hook, [reading(1), reading(2)])
+        await h.until(lambda: h.uplink.lanes["telemetry"].paused is not None)
+        assert "HTML" in (h.uplink.lanes["telemetry"].paused or "")
+        assert await h.depth() == 2

@@ -47,7 +47,7 @@ def _print_problems(problems: list[ConfigProblem]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgeagent.daemon import Daemon, StartupError
+    from edgeagent.daemon import Daemon, DaemonFailed, StartupError
 
     try:
         settings = load_config(args.config)
@@ -67,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(daemon.run())
     except StartupError as exc:
         log.error("cannot start: %s", exc)
+        return 1
+    except DaemonFailed as exc:
+        log.error("stopped: %s", exc)
         return 1
     except KeyboardInterrupt:
         return 130

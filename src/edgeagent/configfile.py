@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from edgeagent.settings import SecretError, SecretRef, Settings
+from edgeagent.settings import LimitAlarm, SecretError, SecretRef, Settings, is_loopback
 
 DEFAULT_CONFIG = Path("/etc/edgeagent/edgeagent.yaml")
 # Fields that point at secrets: their values are never echoed back in an error.
@@ -238,6 +238,23 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
         warnings.append("status.token is not set: operator actions are disabled")
     if not settings.gnss and (settings.mqtt is None or not settings.mqtt.sensors):
         warnings.append("no GNSS receiver and no MQTT sensor configured: nothing to read")
+    if not is_loopback(settings.status.listen):
+        warnings.append(
+            f"status.listen is {settings.status.listen}: the page is reachable "
+            "beyond this machine; prefer loopback and an SSH tunnel"
+        )
+    limits: dict[tuple[str, str], LimitAlarm] = {(a.sensor, a.type): a for a in settings.alarms}
+    for sensor_type, outer in (("high", "high_high"), ("low", "low_low")):
+        for (sensor, kind), inner in limits.items():
+            beyond = limits.get((sensor, outer))
+            if kind != sensor_type or beyond is None:
+                continue
+            wrong = inner.limit > beyond.limit if kind == "high" else inner.limit < beyond.limit
+            if wrong:
+                warnings.append(
+                    f"alarm {inner.id} ({kind} {inner.limit:g}) lies beyond "
+                    f"{beyond.id} ({outer} {beyond.limit:g}) on sensor {sensor}"
+                )
     producible = _sensor_patterns(settings)
     for alarm in settings.alarms:
         if not any(pattern.fullmatch(alarm.sensor) for pattern in producible):

@@ -141,7 +141,7 @@ def cmd_alarm_ack(args: argparse.Namespace) -> int:
         f"/api/alarms/{args.alarm}/acknowledge",
         {"operator": args.operator, "reason": args.reason},
     )
-    suffix = "" if result["changed"] else " (nothing to acknowledge)"
+    suffix = "" if result["changed"] else " (already acknowledged, or nothing to acknowledge)"
     print(f"{result['alarm']}: {result['state']}{suffix}")
     return 0
 
@@ -155,8 +155,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         result = daemon.call("GET", f"/api/outbox/{args.action}", **params)
         print(json.dumps(result, indent=2))
         return 0
-    if args.ids is None and not args.all:
-        _fail(f"outbox {args.action}: name event ids, or --all for every dead letter", 2)
+    if bool(args.ids) == bool(args.all):
+        _fail(f"outbox {args.action}: name event ids (evt_…) or give --all, not both", 2)
     body = {
         "operator": args.operator,
         "reason": args.reason,
@@ -165,6 +165,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     result = daemon.call("POST", f"/api/outbox/{args.action}", body)
     verb = "requeued" if args.action == "requeue" else "purged"
     print(f"{result['count']} dead letters {verb}")
+    if result.get("missing"):
+        _fail(f"no dead letter has the id(s): {' '.join(result['missing'])}", 1)
     return 0
 
 
@@ -185,12 +187,12 @@ def _api_options(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--url",
-        help=f"the daemon's status page (default: from the "
-        f"configuration, else $EDGEAGENT_URL, else {DEFAULT_API})",
+        help="the daemon's status page (default: $EDGEAGENT_URL, else the "
+        f"configuration's status.listen and port, else {DEFAULT_API})",
     )
     sub.add_argument(
         "--token-file",
-        help="file holding the bearer token (default: "
+        help="file holding the bearer token (default: the token itself in "
         "$EDGEAGENT_TOKEN, else the configuration's status.token)",
     )
 

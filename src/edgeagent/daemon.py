@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import socket
 import sqlite3
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -40,6 +41,10 @@ MAINTENANCE_INTERVAL_S = 1.0
 
 class StartupError(Exception):
     """The daemon cannot start as configured; the message says what to fix."""
+
+
+class DaemonFailed(Exception):
+    """A stage of the running daemon failed; systemd's restart takes it from here."""
 
 
 def scrub_url(url: str) -> str:
@@ -90,11 +95,13 @@ class Daemon:
         self.gnss: list[GnssDriver] = []
         self.server: _Server | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._ingest_task: asyncio.Task[None]
-        self._uplink_task: asyncio.Task[None]
-        self._maintenance_task: asyncio.Task[None]
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self._maintenance_task: asyncio.Task[None] | None = None
         self._sources: list[asyncio.Task[None]] = []
         self._page_task: asyncio.Task[None] | None = None
+        self._page_socket: socket.socket | None = None
+        self._lock: IO[str] | None = None
         self._reporting_drops = False
         self.evaluator: AlarmEvaluator
         self.ingest: Ingest
@@ -130,6 +137,9 @@ class Daemon:
     async def _build(self) -> None:
         """Open the store and wire the stages: store, evaluation, sending, sources."""
         settings = self.settings
+        self._hold_lock()
+        if settings.status.enabled:
+            self._page_socket = self._bind_page()
         try:
             await self.outbox.open()
         except Exception as exc:
@@ -184,18 +194,28 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         try:
             await self._build()
-            await self._start()
-            failure = await self._until_stopped()
-            await self._shutdown()
+            failure: BaseException | None = None
+            try:
+                await self._start()
+                failure = await self._until_stopped()
+            finally:
+                await self._shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if self._page_socket is not None:
+                self._page_socket.close()
+            if self._lock is not None:
+                self._lock.close()
         log.info("stopped")
+        if isinstance(failure, BaseExceptionGroup):
+            corrupt = [c for c in failure.exceptions if isinstance(c, OutboxCorrupt)]
+            failure = corrupt[0] if corrupt else failure
         if isinstance(failure, OutboxCorrupt):
-            raise StartupError(f"{failure}; the next start moves it aside and salvages it")
+            raise DaemonFailed(f"{failure}; the next start moves it aside and salvages it")
         if failure is not None:
-            raise StartupError("a stage failed; see the log above")
+            raise DaemonFailed("a stage failed; see the log above")
 
     async def _start(self) -> None:
         """Start the stages in data-flow order: writer, sender, sources, then the page."""
@@ -233,7 +253,8 @@ class Daemon:
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
-        watched = [self._ingest_task, self._uplink_task, self._maintenance_task, *self._sources]
+        stages = [self._ingest_task, self._uplink_task, self._maintenance_task]
+        watched = [task for task in stages if task is not None] + self._sources
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
         stop_task.cancel()
@@ -242,7 +263,11 @@ class Daemon:
             if task is stop_task or task.cancelled() or task.exception() is None:
                 continue
             failure = task.exception()
-            log.error("%s stopped unexpectedly: %s", task.get_name(), failure)
+            causes = failure.exceptions if isinstance(failure, BaseExceptionGroup) else [failure]
+            for cause in causes:
+                log.error(
+                    "%s stopped unexpectedly: %s: %s", task.get_name(), type(cause).__name__, cause
+                )
         return failure
 
     async def _shutdown(self) -> None:
@@ -254,6 +279,9 @@ class Daemon:
         notify_systemd("STOPPING=1")
         self._ready = False
         ingest_task = self._ingest_task
+        if ingest_task is None or self._uplink_task is None or self._maintenance_task is None:
+            await self.outbox.close()
+            return
         if self.mqtt is not None:
             self.mqtt.pause()
         if not ingest_task.done():
@@ -286,6 +314,37 @@ class Daemon:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.outbox.close()
 
+    def _hold_lock(self) -> None:
+        """One daemon per outbox: a second one would fight the first for the broker
+        session and send the same events twice."""
+        path = self.outbox.path.with_name(self.outbox.path.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise StartupError(
+                f"another edgeagent is running on {self.outbox.path} (lock {path} is held)"
+            ) from exc
+        self._lock = handle
+
+    def _bind_page(self) -> socket.socket:
+        status = self.settings.status
+        family = socket.AF_INET6 if ":" in status.listen else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((status.listen, status.port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(
+                f"status page cannot listen on {status.listen}:{status.port}: {exc.strerror}"
+            ) from exc
+        sock.listen(64)
+        sock.setblocking(False)
+        return sock
+
     async def _start_page(self) -> asyncio.Task[None]:
         status = self.settings.status
         app = build_app(self, self._token, status.listen)
@@ -298,7 +357,10 @@ class Daemon:
             lifespan="off",
         )
         self.server = _Server(config)
-        task = asyncio.create_task(self.server.serve(), name="status-page")
+        task = asyncio.create_task(
+            self.server.serve(sockets=[self._page_socket] if self._page_socket else None),
+            name="status-page",
+        )
         while not self.server.started:
             if task.done():
                 await task
@@ -473,12 +535,20 @@ class Daemon:
     async def outbox_repair(
         self, action: str, ids: list[str] | None, operator: str, reason: str
     ) -> dict[str, Any]:
+        missing: list[str] = []
+        if ids is not None:
+            if not ids:
+                raise ActionError(400, "name the dead letters' event ids, or ask for all")
+            found = await self.outbox.dead_letter_ids(ids)
+            missing = [i for i in ids if i not in found]
+            if not found:
+                raise ActionError(404, f"no dead letter has the id(s) {', '.join(ids[:5])}")
         if action == "requeue":
             count = await self.outbox.requeue(ids)
             self.uplink.notify()
         else:
             count = await self.outbox.purge_dead_letters(ids)
-        target = "all dead letters" if ids is None else f"{len(ids)} dead letters"
+        target = "all dead letters" if ids is None else " ".join(ids)[:300]
         await self.outbox.record_action(self.clock.now(), operator, action, target, reason)
         log.warning(
             "outbox: %s of %s by %s: %d events (%s)",
@@ -488,4 +558,4 @@ class Daemon:
             count,
             reason or "no reason given",
         )
-        return {"action": action, "count": count}
+        return {"action": action, "count": count, "missing": missing}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -18,6 +19,8 @@ async def _serve(port: int) -> None:
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
+    # The demo checks the port with a bare connect; amqtt would log each as an error.
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     broker = Broker(config)
     await broker.start()
     await asyncio.Event().wait()

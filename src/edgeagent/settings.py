@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,19 +109,20 @@ class PlatformSettings(Section):
     compression: bool = Field(True, description="gzip request bodies")
     timeout_s: float = Field(15.0, gt=0, description="Timeout of one webhook request")
 
-    @model_validator(mode="after")
-    def _url_is_safe(self) -> PlatformSettings:
-        parts = urlsplit(self.base_url)
+    @field_validator("base_url")
+    @classmethod
+    def _url_is_safe(cls, url: str) -> str:
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url {self.base_url!r} must be an http(s) URL with a host")
+            raise ValueError(f"{url!r} must be an http(s) URL with a host")
         if parts.username or parts.password:
-            raise ValueError("base_url must not carry credentials; use api_key")
+            raise ValueError("must not carry credentials; use api_key")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
-                "base_url must use https:// beyond this machine: the API key and the "
-                "events would cross the network in clear"
+                "must use https:// beyond this machine: the API key and the events would "
+                "cross the network in clear"
             )
-        return self
+        return url
 
 
 class OutboxSettings(Section):
@@ -308,11 +309,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _ids_unique(self) -> Settings:
         seen: set[str] = set(RESERVED_IDS)
-        for device_id in [d.id for d in self.gnss] + [a.id for a in self.alarms]:
+        named = [("gnss", d.id) for d in self.gnss] + [("alarms", a.id) for a in self.alarms]
+        for section, device_id in named:
             if device_id in RESERVED_IDS:
-                raise ValueError(f"id {device_id!r} is reserved for the daemon's own devices")
+                raise ValueError(f"{section}: id {device_id!r} is reserved for the daemon")
             if device_id in seen:
-                raise ValueError(f"id {device_id!r} is used twice")
+                raise ValueError(f"{section}: id {device_id!r} is used twice")
             seen.add(device_id)
         ports = [d.port for d in self.gnss]
         for port in ports:

@@ -666,6 +666,16 @@ class Outbox:
 
         return await self._run(move)
 
+    async def dead_letter_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids are held as dead letters."""
+
+        def look() -> set[str]:
+            where, args = _id_filter(ids)
+            rows = self._conn().execute(f"SELECT id FROM dead_letters {where}", args)  # noqa: S608
+            return {row[0] for row in rows}
+
+        return await self._run(look)
+
     async def purge_dead_letters(self, ids: Sequence[str] | None) -> int:
         def purge() -> int:
             where, args = _id_filter(ids)

@@ -75,6 +75,7 @@ class _Answer:
     error: str | None = None
     retry_after: float | None = None
     rejected: dict[str, str] = field(default_factory=dict)
+    not_platform: bool = False
 
     def describe(self) -> str:
         return f"HTTP {self.status}" if self.status is not None else str(self.error)
@@ -283,6 +284,13 @@ class Uplink:
         body = self._envelope(batch, batch_id)
         while True:
             answer = await self._post(lane, body, batch_id)
+            if answer.not_platform:
+                self._pause(
+                    lane,
+                    "the answer is an HTML page, not the platform's (a captive "
+                    "portal or proxy?): check platform.base_url",
+                )
+                raise _ConfigFault
             status = answer.status
             if status is not None and (
                 200 <= status < 300 or status in _SPLIT_ON or status == 413
@@ -424,7 +432,12 @@ class Uplink:
             response.status_code,
             retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
         )
-        if 200 <= response.status_code < 300:
+        if 200 <= response.status_code < 300 and _is_html(response):
+            # A captive portal or a proxy's page answers 200 to anything; taking it for the
+            # platform's word would drop the batch.
+            answer.not_platform = True
+            status.last_answer = f"HTTP {response.status_code} with an HTML page"
+        elif 200 <= response.status_code < 300:
             status.last_success_at = format_time(now)
             answer.rejected = _rejected(response)
         elif response.status_code in _SPLIT_ON or response.status_code in _CONFIG_FAULTS:
@@ -437,6 +450,11 @@ async def _discard(ahead: asyncio.Future[list[StoredEvent]] | None) -> None:
     if ahead is not None:
         ahead.cancel()
         await asyncio.gather(ahead, return_exceptions=True)
+
+
+def _is_html(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("Content-Type", "")
+    return content_type.lower().startswith("text/html")
 
 
 def _platform_says(response: httpx.Response) -> str:
