@@ -291,3 +291,26 @@ async def test_a_file_deleted_while_open_is_written_back(tmp_path: Path) -> None
     await reopened.open()
     assert (await reopened.stats()).depth["telemetry"] == 2
     await reopened.close()
+
+
+async def test_an_idle_outbox_does_not_write_every_second(tmp_path: Path) -> None:
+    """Maintenance on an idle gateway must not sync the disk each second (flash wear)."""
+    clock = ManualClock()
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, settings(reserve_bytes=0), clock)
+    await outbox.open()
+    await outbox.commit([reading(1)])
+    await outbox.maintain()
+    wal = Path(f"{path}-wal")
+    before = wal.stat().st_size, wal.stat().st_mtime_ns
+    for _ in range(30):
+        await clock.advance(1)
+        await outbox.maintain()
+    assert (wal.stat().st_size, wal.stat().st_mtime_ns) == before
+    await clock.advance(60)
+    await outbox.maintain()
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    saved = reader.execute("SELECT value FROM counters WHERE name = 'elapsed_s'").fetchone()
+    reader.close()
+    assert saved[0] >= 90, "the running time is still saved now and then"
+    await outbox.close()

@@ -389,3 +389,24 @@ async def test_an_html_page_answering_200_is_not_taken_for_the_platform(harness_
         await h.until(lambda: h.uplink.lanes["telemetry"].paused is not None)
         assert "HTML" in (h.uplink.lanes["telemetry"].paused or "")
         assert await h.depth() == 2
+
+
+async def test_once_the_platform_took_batches_two_bad_events_alone_are_dead_lettered(
+    harness_factory,
+) -> None:
+    """A batch made only of bad events is no configuration fault once the platform has
+    shown it takes our batches: the lane must not stall behind them."""
+    good = [reading(i) for i in range(3)]
+    bad = [reading(100 + i) for i in range(2)]
+    bad_ids = {e.id for e in bad}
+
+    def decide(seen: Seen) -> Answer:
+        return (422, {"error": "bad"}, {}) if bad_ids & set(seen.ids) else (200, {}, {})
+
+    with ScriptedWebhook(decide) as hook:
+        h = await harness_factory(hook, good)
+        await h.until(lambda: h.uplink.lanes["telemetry"].delivered == 3)
+        await h.outbox.commit(bad)
+        h.uplink.notify()
+        await h.until(lambda: h.uplink.lanes["telemetry"].dead_lettered == 2)
+        assert h.uplink.lanes["telemetry"].paused is None

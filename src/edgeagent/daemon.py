@@ -35,7 +35,8 @@ from edgeagent.uplink import Uplink, UplinkCredentials
 log = logging.getLogger(__name__)
 
 
-SHUTDOWN_COMMIT_S = 15
+# Two waits in a row at stop; together well inside the unit's TimeoutStopSec=30.
+SHUTDOWN_COMMIT_S = 10
 MAINTENANCE_INTERVAL_S = 1.0
 
 
@@ -300,7 +301,7 @@ class Daemon:
         if not ingest_task.done():
             self.ingest.stop()
             try:
-                await asyncio.wait_for(asyncio.shield(ingest_task), SHUTDOWN_COMMIT_S)
+                await asyncio.wait_for(asyncio.shield(ingest_task), SHUTDOWN_COMMIT_S / 2)
             except (TimeoutError, Exception):  # reported by _until_stopped or above
                 ingest_task.cancel()
                 await asyncio.gather(ingest_task, return_exceptions=True)
@@ -391,6 +392,15 @@ class Daemon:
                 log.warning("outbox: maintenance deferred: %s", exc)
                 continue
             self._check_drops()
+            await self._check_commits()
+
+    async def _check_commits(self) -> None:
+        """The outbox device shows a disk that refuses commits, and its recovery."""
+        failing = self.ingest.commit_failing or ("disk full" if self.outbox.disk_full else None)
+        if failing and self.outbox_health.status == ONLINE:
+            await self._outbox_reporter.set(DEGRADED, f"cannot commit: {failing}")
+        elif not failing and self.outbox_health.reason.startswith("cannot commit"):
+            await self._outbox_reporter.set(ONLINE, "commits succeed again")
 
     def _check_drops(self) -> None:
         if self.outbox.unreported_drops and self.outbox_health.status == ONLINE:

@@ -114,7 +114,7 @@ class PlatformSettings(Section):
     def _url_is_safe(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} must be an http(s) URL with a host")
+            raise ValueError("must be an http(s) URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use api_key")
         if parts.scheme == "http" and not is_loopback(parts.hostname):

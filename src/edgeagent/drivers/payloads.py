@@ -75,7 +75,9 @@ def _timestamp(raw: Any) -> datetime:
     if isinstance(raw, str):
         try:
             moment = parse_time(raw.strip()[:64])
-        except (ValueError, OverflowError) as exc:
+        except OverflowError as exc:
+            raise PayloadError(f"timestamp {raw[:40]!r} is out of range") from exc
+        except ValueError as exc:
             raise PayloadError(f"timestamp {raw[:40]!r} is not RFC 3339 with a zone") from exc
         return moment
     raise PayloadError("timestamp is neither a number nor a string")

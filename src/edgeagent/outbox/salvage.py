@@ -40,7 +40,10 @@ class SalvageReport:
             f"salvaged {self.events} queued events and {self.dead_letters} dead letters"
         )
         if self.unreadable:
-            text += f", {self.unreadable} unreadable rows lost"
+            text += (
+                f"; {self.unreadable} row slots could not be read (some may have held "
+                "events already delivered)"
+            )
         if self.alarm_state_lost:
             text += "; alarm state lost, active alarms will annunciate again"
         return text

@@ -33,6 +33,7 @@ _FILE_CHECK_INTERVAL_S = 5.0
 _AGE_CHECK_INTERVAL_S = 1.0
 _RECLAIM_INTERVAL_S = 10.0
 _RECLAIM_MIN_BYTES = 4 * 1024 * 1024
+_ELAPSED_SAVE_S = 60.0
 # Free pages are handed back to the filesystem a few at a time, never in one long stall.
 _VACUUM_PAGES = 256
 
@@ -99,9 +100,11 @@ class Outbox:
         self.unreported_drops: Counter[str] = Counter()
         self.salvage: SalvageReport | None = None
         self.disk_full = False
+        self._evict_failing = False
         self._inode: int | None = None
         self._checked_at = 0.0
         self._age_checked_at = float("-inf")
+        self._elapsed_saved_at = float("-inf")
         self._reclaimed_at = float("-inf")
         self._page_bytes = 0
         # The sequence's top, persisted with each commit: it rises even across empty lanes.
@@ -202,6 +205,8 @@ class Outbox:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.execute(f"PRAGMA journal_size_limit={self._wal_allowance()}")
+            # Checkpoint often enough that the WAL stays within its allowance of the bound.
+            db.execute(f"PRAGMA wal_autocheckpoint={max(16, self._wal_allowance() // 4096)}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise OutboxError(
@@ -356,7 +361,8 @@ class Outbox:
         )
 
     def _save_elapsed(self, db: sqlite3.Connection) -> None:
-        self._set_counter(db, "elapsed_s", int(self.elapsed()))
+        self._elapsed_saved_at = self.elapsed()
+        self._set_counter(db, "elapsed_s", int(self._elapsed_saved_at))
 
     @staticmethod
     def _set_counter(db: sqlite3.Connection, name: str, value: int) -> None:
@@ -375,6 +381,15 @@ class Outbox:
 
     def _maintain(self) -> Counter[str]:
         db = self._conn()
+        # An idle gateway must not write (and sync) every second: only when something
+        # expired, the bound is exceeded, or the running time is due to be saved.
+        now = self.elapsed()
+        if (
+            now - self._elapsed_saved_at < _ELAPSED_SAVE_S
+            and not self._expired_waiting(db, now - self.settings.max_age_s)
+            and self._pages_bytes(db) <= self._budget()
+        ):
+            return Counter()
         try:
             with _transaction(db):
                 dropped = self._enforce_bounds(db)
@@ -389,10 +404,32 @@ class Outbox:
         self._reclaim(db)
         return dropped
 
-    def _used_bytes(self, db: sqlite3.Connection) -> int:
+    def _expired_waiting(self, db: sqlite3.Connection, cutoff: float) -> bool:
+        for table in LANE_TABLES.values():
+            oldest = db.execute(
+                f"SELECT elapsed FROM {table} ORDER BY seq LIMIT 1"  # noqa: S608
+            ).fetchone()
+            if oldest is not None and oldest[0] < cutoff:
+                return True
+        return False
+
+    def _pages_bytes(self, db: sqlite3.Connection) -> int:
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((pages - free) * self._page_size(db))
+
+    def _used_bytes(self, db: sqlite3.Connection) -> int:
+        """Pages in use plus the WAL as it stands: what the byte bound is about."""
+        try:
+            wal = Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            wal = 0
+        return self._pages_bytes(db) + wal
+
+    def _budget(self) -> int:
+        # The WAL is bounded separately (journal_size_limit, wal_autocheckpoint), but may
+        # run past its checkpoint size by a transaction: the pages leave room for twice it.
+        return self.settings.max_bytes - 2 * self._wal_allowance()
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> Counter[str]:
         """Drop what the age and byte bounds no longer allow, telemetry first."""
@@ -401,9 +438,8 @@ class Outbox:
         if now - self._age_checked_at >= _AGE_CHECK_INTERVAL_S:
             self._age_checked_at = now
             dropped.update(self._expire(db, now - self.settings.max_age_s))
-        # The WAL is bounded separately by journal_size_limit; the pages must fit beside it.
-        budget = self.settings.max_bytes - self._wal_allowance()
-        while self._used_bytes(db) > budget:
+        budget = self._budget()
+        while self._pages_bytes(db) > budget:
             victims = self._evict_oldest(db, _EVICT_CHUNK)
             if not victims:
                 break
@@ -501,8 +537,11 @@ class Outbox:
         except sqlite3.Error as exc:
             with _quiet():
                 db.execute("ROLLBACK")
-            log.error("outbox: cannot evict on a full disk: %s", exc)
+            if not self._evict_failing:
+                log.error("outbox: cannot evict on a full disk: %s", exc)
+            self._evict_failing = True
             return
+        self._evict_failing = False
         self._after_drops(victims)
         with _quiet():
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

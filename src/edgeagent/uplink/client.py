@@ -260,7 +260,7 @@ class Uplink:
             reason = "too large" if status == 413 else f"rejected with HTTP {status}"
             if answer.error:
                 reason += f": {answer.error}"
-            if top and not (self._envelope_proven or self._outbox.delivered):
+            if top and not self._proven():
                 # Nothing ever accepted from this store: a refusal may well be our envelope,
                 # configuration or a proxy, so the event is kept until the platform has
                 # shown it takes our batches at all.
@@ -270,12 +270,19 @@ class Uplink:
         middle = len(batch) // 2
         refused = await self._send_split(lane, batch[:middle], new_batch_id())
         refused += await self._send_split(lane, batch[middle:], new_batch_id())
-        if top and len(refused) == len(batch):
-            # Every event refused on its own: the envelope, our configuration or a proxy's
-            # size limit is at fault, not the events. Keep them and pause as for 401.
+        all_refused = len(refused) == len(batch)
+        if top and all_refused and (status == 413 or not self._proven()):
+            # Every event refused on its own: small events all "too large" means a body
+            # limit in the way (a proxy), and refusals before the platform ever took a
+            # batch point at our envelope or configuration. Keep them; pause as for 401.
             self._pause(lane, f"platform refuses every event (HTTP {status})")
             raise _ConfigFault
         return refused
+
+    def _proven(self) -> bool:
+        """Whether the platform has shown it takes our batches: then a refused event is
+        that event's fault, not the envelope's."""
+        return self._envelope_proven or self._outbox.delivered > 0
 
     async def _post_until_answered(
         self, lane: str, batch: list[StoredEvent], batch_id: str
@@ -325,6 +332,8 @@ class Uplink:
                 raise _BatchShrank
 
     def _pause(self, lane: str, reason: str) -> None:
+        # Whatever changed on the platform's side, it must show again that it takes us.
+        self._envelope_proven = False
         if self.lanes[lane].paused != reason:
             log.error("uplink: %s lane paused: %s", lane, reason)
         self.lanes[lane].paused = reason
