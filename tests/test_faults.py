@@ -247,6 +247,15 @@ def test_full_disk_holds_readings_at_the_broker_until_space_returns(
         pytest.skip("nsenter is not installed")
     holder = NamespaceHolder(tmp_path / "fs", "3m")
     dropped = 0
+
+    # Policy on a full disk: the oldest telemetry is evicted, counted as dropped. A reading
+    # committed just before the disk filled may be such a victim; every other must arrive.
+    def evicted() -> int:
+        try:
+            return int(daemon.status()["outbox"]["dropped"].get("sensor_reading", 0))
+        except httpx.HTTPError:
+            return 0  # still starting
+
     try:
         holder.start()
     except (PermissionError, OSError) as exc:
@@ -285,7 +294,11 @@ def test_full_disk_holds_readings_at_the_broker_until_space_returns(
             held = set(first) - set(peek.values())
             assert held, "every reading went through a full disk"
         publisher.join()
-        wait_for(lambda: set(peek.values()) >= set(first), 60, "readings held while full")
+        wait_for(
+            lambda: len(set(first) - set(peek.values())) <= evicted(),
+            60,
+            "readings held while full",
+        )
         daemon.wait_until(
             lambda s: not s["outbox"]["disk_full"] and s["outbox"]["commit_failing"] is None,
             what="commits resumed",
@@ -300,15 +313,6 @@ def test_full_disk_holds_readings_at_the_broker_until_space_returns(
             time.sleep(1)
             daemon.kill()
         daemon.start()
-
-        # Policy on a full disk: the oldest telemetry is evicted, counted as dropped. A
-        # reading committed just before the disk filled may be such a victim when the
-        # machine is slow; every other one must arrive.
-        def evicted() -> int:
-            try:
-                return int(daemon.status()["outbox"]["dropped"].get("sensor_reading", 0))
-            except httpx.HTTPError:
-                return 0  # still starting
 
         wait_for(
             lambda: len(set(second) - set(peek.values())) <= evicted(),

@@ -520,23 +520,25 @@ class Outbox:
         return self._page_bytes
 
     def _make_room(self) -> None:
-        """On a full disk: give up the reserve, evict per policy, and hand pages back."""
+        """On a full disk: first reclaim what costs no data (a checkpoint that truncates the
+        WAL, free pages back to the filesystem); if the disk is still full at the next
+        try, give up the reserve and evict the oldest telemetry, per policy."""
+        db = self._conn()
         if not self.disk_full:
             log.error(
-                "outbox: disk full at %s; evicting oldest telemetry, holding sources",
-                self.path.parent,
+                "outbox: disk full at %s; holding sources, reclaiming space", self.path.parent
             )
-        self.disk_full = True
-        self._reserve.unlink(missing_ok=True)
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            victims = self._evict_oldest(db, _EVICT_CHUNK)
-            self._record_drops(db, victims)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
+            self.disk_full = True
             with _quiet():
-                db.execute("ROLLBACK")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                db.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES * 16})").fetchall()
+            return
+        self._reserve.unlink(missing_ok=True)
+        try:
+            with _transaction(db):
+                victims = self._evict_oldest(db, _EVICT_CHUNK)
+                self._record_drops(db, victims)
+        except sqlite3.Error as exc:
             if not self._evict_failing:
                 log.error("outbox: cannot evict on a full disk: %s", exc)
             self._evict_failing = True
