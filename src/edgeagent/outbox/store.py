@@ -105,6 +105,7 @@ class Outbox:
         self._checked_at = 0.0
         self._age_checked_at = float("-inf")
         self._elapsed_saved_at = float("-inf")
+        self._free_at_open: int | None = None
         self._reclaimed_at = float("-inf")
         self._page_bytes = 0
         # The sequence's top, persisted with each commit: it rises even across empty lanes.
@@ -230,7 +231,15 @@ class Outbox:
         return db
 
     def _wal_allowance(self) -> int:
-        return max(256 * 1024, min(4 * 1024 * 1024, self.settings.max_bytes // 8))
+        """How large the WAL may grow before a checkpoint: small beside the bound, and
+        beside the free disk seen at start, so a small disk is not filled by the WAL."""
+        if self._free_at_open is None:
+            try:
+                self._free_at_open = shutil.disk_usage(self.path.parent).free
+            except OSError:
+                self._free_at_open = self.settings.max_bytes
+        room = min(4 * 1024 * 1024, self.settings.max_bytes // 8, self._free_at_open // 8)
+        return max(128 * 1024, room)
 
     def _recover(self, problem: str) -> None:
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
