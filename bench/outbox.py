@@ -179,8 +179,11 @@ def daemon_config(
         f"  api_key: {{file: {work / 'api-key'}}}",
         f"  signing_secret: {{file: {work / 'signing-secret'}}}",
         f"outbox: {{path: {outbox}, max_bytes: {OUTBOX_MAX_BYTES}}}",
-        # While the receiver is down, retry often, so that its start is seen at once.
-        "uplink: {backoff_initial_s: 0.05, backoff_max_s: 0.2}",
+        # Drain: the receiver starts when timing does, so retry often to see it at once.
+        # Ingest: the shipped backoff, with the reachability probe noticing the receiver.
+        "uplink: {backoff_initial_s: 0.05, backoff_max_s: 0.2}"
+        if mqtt is None
+        else "uplink: {probe_interval_s: 0.5}",
         f"status: {{port: {page_port}}}",
     ]
     if mqtt is not None:
