@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, NoReturn
 import anyio.to_thread
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -340,6 +340,10 @@ class _Webhook:
             return await self._pipeline(request)
         except Refusal as refusal:
             return refusal.response()
+        except ClientDisconnect:
+            # A gateway stopped (or killed) mid-request: nothing was stored, it sends again.
+            log.debug("client went away before its batch was read")
+            return Response(status_code=400)
 
     async def _pipeline(self, request: Request) -> Response:
         peer = request.client.host if request.client else None
