@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -410,3 +411,30 @@ async def test_once_the_platform_took_batches_two_bad_events_alone_are_dead_lett
         h.uplink.notify()
         await h.until(lambda: h.uplink.lanes["telemetry"].dead_lettered == 2)
         assert h.uplink.lanes["telemetry"].paused is None
+
+
+async def test_events_committed_while_a_full_batch_is_on_the_wire_are_not_forgotten(
+    harness_factory,
+) -> None:
+    """The next batch is read while one is in flight; events committed after that read
+    must still go, though their wake-up came before the lane looked again."""
+    slow = threading.Event()
+
+    def decide(seen: Seen) -> Answer:
+        if not slow.is_set():
+            slow.set()
+            time.sleep(0.5)  # the first batch stays on the wire a while
+        return 200, {}, {}
+
+    with ScriptedWebhook(decide) as hook:
+        first = [reading(i) for i in range(10)]
+        h = await harness_factory(hook, first, batch_max_events=10)
+        deadline = time.monotonic() + 10
+        while not slow.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        later = [reading(100 + i) for i in range(3)]
+        await h.outbox.commit(later)
+        h.uplink.notify()
+        await h.until(lambda: h.uplink.lanes["telemetry"].delivered == 13, step=0.1)
+        assert hook.accepted_ids() == [e.id for e in first + later]

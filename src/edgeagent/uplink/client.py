@@ -177,12 +177,16 @@ class Uplink:
         # Events up to `after` are delivered or being deleted; new commits get higher seqs.
         after = 0
         ahead: asyncio.Future[list[StoredEvent]] | None = None
+        batch: list[StoredEvent]
         try:
             while True:
                 self._wake[lane].clear()
+                batch = []
                 if ahead is not None:
                     batch, ahead = await ahead, None
-                else:
+                # A batch read ahead is only as fresh as the moment it was read: a short
+                # one may have missed commits whose wake-up was just cleared, so read again.
+                if len(batch) < limit_events:
                     batch = await self._outbox.next_batch(lane, limit_events, limit_bytes, after)
                 if not batch:
                     await self._wake[lane].wait()
