@@ -32,5 +32,7 @@ def test_make_demo_delivers_every_kind_of_event() -> None:
     assert int(counts.get("sensor_reading", 0)) > 0
     assert int(counts.get("alarm.triggered", 0)) > 0
     assert "status page was served at http://127.0.0.1:" in output
-    published = int(re.search(r"published (\d+) sensor messages", output).group(1))  # type: ignore[union-attr]
+    found = re.search(r"published (\d+) sensor messages", output)
+    assert found is not None, output[-2000:]
+    published = int(found.group(1))
     assert int(counts["sensor_reading"]) == published, "every published reading arrived"

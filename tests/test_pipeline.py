@@ -54,7 +54,9 @@ async def test_events_stamped_before_the_clock_is_set_carry_a_flag(tmp_path: Pat
 async def test_a_burst_shares_commits_and_alarms_follow_reading_order(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
     await outbox.open()
-    alarm = LimitAlarm(id="t-h", sensor="t", type="high", limit=10, priority="high")  # type: ignore[call-arg]
+    alarm = LimitAlarm.model_validate(
+        {"id": "t-h", "sensor": "t", "type": "high", "limit": 10, "priority": "high"}
+    )
     ingest = Ingest(
         outbox,
         AlarmEvaluator([alarm], lambda s: f"gw/{s}"),

@@ -186,7 +186,7 @@ def test_cli_runs_the_simulator_until_sigterm(tmp_path: Path) -> None:
     assert not link.is_symlink()
 
 
-def test_the_replay_link_never_replaces_a_real_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_replay_link_never_replaces_a_real_file(tmp_path: Path) -> None:
     """Pointing --link at an existing file must not delete it."""
     import pytest as _pytest
 

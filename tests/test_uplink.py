@@ -361,7 +361,9 @@ async def test_a_peer_dripping_bytes_cannot_hold_the_lane(tmp_path: Path) -> Non
     outbox = Outbox(tmp_path / "outbox.db")
     await outbox.open()
     await outbox.commit([reading(1)])
-    platform = PlatformSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=1)  # type: ignore[call-arg]
+    platform = PlatformSettings.model_validate(
+        {"base_url": f"http://127.0.0.1:{port}", "timeout_s": 1}
+    )
     link = Uplink(
         outbox,
         platform,

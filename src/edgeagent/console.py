@@ -38,7 +38,8 @@ class _Daemon:
             return os.environ["EDGEAGENT_URL"].rstrip("/")
         if self._settings is not None:
             status = self._settings.status
-            host = "127.0.0.1" if status.listen in ("0.0.0.0", "::") else status.listen  # noqa: S104
+            wildcard = status.listen in ("0.0.0.0", "::")  # noqa: S104 - read, not bound
+            host = "127.0.0.1" if wildcard else status.listen
             host = f"[{host}]" if ":" in host else host
             return f"http://{host}:{status.port}"
         return DEFAULT_API

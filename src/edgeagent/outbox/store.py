@@ -665,7 +665,9 @@ class Outbox:
             rows = (
                 self._conn()
                 .execute(
-                    f"SELECT seq, body FROM {LANE_TABLES[lane]} ORDER BY seq LIMIT ?",  # noqa: S608
+                    # The table name comes from LANE_TABLES, never from the request.
+                    f"SELECT seq, body FROM {LANE_TABLES[lane]} "  # noqa: S608
+                    "ORDER BY seq LIMIT ?",
                     (limit,),
                 )
                 .fetchall()
