@@ -19,6 +19,8 @@ sysdeps:
 			echo "installing mosquitto with apt-get"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 				mosquitto >/dev/null; \
+			test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null || \
+				{ echo "mosquitto did not install" >&2; exit 1; }; \
 		else \
 			echo "mosquitto is missing and apt-get is not available" >&2; exit 1; \
 		fi; \
