@@ -76,7 +76,3 @@ class ManualClock:
         # Let the woken tasks run up to their next await.
         for _ in range(5):
             await asyncio.sleep(0)
-
-    @property
-    def sleepers(self) -> int:
-        return sum(1 for _, f in self._sleepers if not f.done())

@@ -190,9 +190,9 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # The daemon runs on the main thread's loop on Linux, where both always work.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self.stop)
         try:
             await self._build()
             failure: BaseException | None = None
@@ -203,8 +203,7 @@ class Daemon:
                 await self._shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+                loop.remove_signal_handler(sig)
             if self._page_socket is not None:
                 self._page_socket.close()
             if self._lock is not None:

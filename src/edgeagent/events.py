@@ -28,8 +28,6 @@ ALARM_TYPES = frozenset(
         "alarm.reset",
     }
 )
-EVENT_TYPES = frozenset({LOCATION_UPDATE, SENSOR_READING, CAMERA_EVENT, DEVICE_STATUS})
-EVENT_TYPES = EVENT_TYPES | ALARM_TYPES
 
 # Lanes drain independently; alarms and device status go ahead of telemetry.
 LANE_ALARM = "alarm"

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeagent.clock import Clock, SystemClock
-from edgeagent.events import LANE_ALARM, LANE_TELEMETRY, LANES, Event, format_time, parse_time
+from edgeagent.events import (
+    LANE_ALARM,
+    LANE_TELEMETRY,
+    LANES,
+    Event,
+    format_time,
+    lane_of,
+    parse_time,
+)
 from edgeagent.outbox import schema
 from edgeagent.outbox.salvage import SalvageReport, is_healthy, move_aside, salvage
 from edgeagent.outbox.schema import LANE_TABLES
@@ -705,7 +713,7 @@ class Outbox:
                     args,
                 ).fetchall()
                 for event_id, event_type, body in rows:
-                    lane = LANE_ALARM if _alarm_lane(event_type) else LANE_TELEMETRY
+                    lane = lane_of(event_type)
                     self._last_seq += 1
                     db.execute(
                         f"INSERT INTO {LANE_TABLES[lane]} "  # noqa: S608
@@ -838,10 +846,6 @@ def _rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         with _quiet():
             db.execute("ROLLBACK")
-
-
-def _alarm_lane(event_type: str) -> bool:
-    return event_type.startswith("alarm.") or event_type == "device_status"
 
 
 def _id_filter(ids: Sequence[str] | None) -> tuple[str, list[str]]:
