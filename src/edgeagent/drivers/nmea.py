@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import reduce
+from operator import xor
 from typing import Any
 
 import pynmea2
@@ -25,6 +27,10 @@ _CR, _LF, _DOLLAR, _BANG, _HASH, _TAB = 0x0D, 0x0A, 0x24, 0x21, 0x23, 0x09
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 _HUNT, _COMMENT, _SENTENCE, _SKIP = range(4)
+# A sentence's body: printable ASCII except the start characters `$` and `!`.
+_BODY = re.compile(rb"[\x20\x22\x23\x25-\x7e]+")
+_COMMENT_BODY = re.compile(rb"[\x20-\x7e\t]+")
+_STOP = re.compile(rb"[$!\r\n]")
 
 
 def _printable(byte: int) -> bool:
@@ -53,8 +59,39 @@ class NmeaFramer:
 
     def feed(self, data: bytes) -> list[str]:
         out: list[str] = []
-        for byte in data:
-            self._step(byte, out)
+        i, size = 0, len(data)
+        # Runs of bytes that cannot change the state are taken whole by a regex; only
+        # the bytes that may (start characters, line ends, binary) go through _step.
+        while i < size:
+            state = self._state
+            if state == _SENTENCE:
+                match = _BODY.match(data, i)
+                if match:
+                    end = match.end()
+                    if len(self._buf) + end - i > self._max:
+                        self.drops["too_long"] += 1
+                        self._buf.clear()
+                        self._state = _SKIP
+                    else:
+                        self._buf += data[i:end]
+                    i = end
+                    continue
+            elif state == _COMMENT:
+                match = _COMMENT_BODY.match(data, i)
+                if match:
+                    i = match.end()
+                    continue
+            elif state == _SKIP or not (self._line_start and data[i] == _HASH and not self._junk):
+                match = _STOP.search(data, i)
+                end = match.start() if match else size
+                if end > i:
+                    if state == _HUNT:
+                        self._junk = True
+                        self._line_start = False
+                    i = end
+                    continue
+            self._step(data[i], out)
+            i += 1
         return out
 
     def _step(self, byte: int, out: list[str]) -> None:
@@ -141,10 +178,7 @@ class NmeaFramer:
         if len(tail) != 2 or not all(c in _HEX for c in tail):
             self.drops["checksum"] += 1
             return
-        expected = 0
-        for c in raw[1:star]:
-            expected ^= c
-        if expected != int(tail, 16):
+        if reduce(xor, raw[1:star], 0) != int(tail, 16):
             self.drops["checksum"] += 1
             return
         out.append(raw[: star + 3].decode("ascii"))
@@ -366,7 +400,7 @@ class EpochAssembler:
         except Exception:  # pynmea2 raises several exception types on bad input
             self.drops["parse"] += 1
             return []
-        fields = [str(f) for f in message.data]
+        fields: list[str] = message.data
         tod = None if kind in _UNTIMED else self._sentence_time(kind, fields)
 
         out: list[Fix] = []
