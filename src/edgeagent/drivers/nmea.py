@@ -22,6 +22,8 @@ HEADING_MIN_SPEED_MPS = 0.5
 WEEK_ROLLOVER = timedelta(weeks=1024)
 # The earliest date this build can see live: a receiver date before it is a rollover.
 RELEASE_DATE = date(2026, 12, 1)
+MAX_EPOCH_ADDRESSES = 64
+MAX_EPOCH_SATELLITES = 256
 
 _CR, _LF, _DOLLAR, _BANG, _HASH, _TAB = 0x0D, 0x0A, 0x24, 0x21, 0x23, 0x09
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -405,8 +407,12 @@ class EpochAssembler:
 
         out: list[Fix] = []
         epoch = self._epoch
-        starts_new = (tod is not None and epoch.tod is not None and tod != epoch.tod) or (
-            kind in _ONCE and address in epoch.addresses
+        starts_new = (
+            (tod is not None and epoch.tod is not None and tod != epoch.tod)
+            or (kind in _ONCE and address in epoch.addresses)
+            # No receiver has this many talkers: a stream that never repeats must still
+            # close its epochs, so memory stays bounded whatever arrives.
+            or len(epoch.addresses) >= MAX_EPOCH_ADDRESSES
         )
         if starts_new:
             fix = self._complete(epoch)
@@ -516,7 +522,10 @@ class EpochAssembler:
     def _take_gsa(self, epoch: _Epoch, fields: list[str]) -> None:
         # One GSA per constellation; a system with no satellites may say "no fix", so
         # GSA never vetoes an epoch. It fills satellites and HDOP when GGA lacks them.
-        epoch.gsa_satellites.update(s for s in (_field(fields, i) for i in range(2, 14)) if s)
+        if len(epoch.gsa_satellites) < MAX_EPOCH_SATELLITES:
+            epoch.gsa_satellites.update(
+                s for s in (_field(fields, i) for i in range(2, 14)) if s.isdigit()
+            )
         if epoch.gsa_hdop is None:
             epoch.gsa_hdop = _float(_field(fields, 15))
 
