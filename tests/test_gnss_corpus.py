@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,10 @@ from typing import Any
 import pytest
 
 from edgeagent.cli import main
+from edgeagent.events import LOCATION_UPDATE
+from edgeagent.replay import PtyPort, replay_log
+from tests.test_gnss_driver import until
+from tests.test_gnss_sources import driver_for, running, sink_of
 from tests.test_nmea import LOG_DIR, receiver_marks, time_of_day_matches
 
 EVERY_EPOCH = ["-o", "report_min_interval_s=0", "-o", "report_distance_m=null"]
@@ -214,3 +219,40 @@ def test_bad_device_options_are_refused_clearly(
 def test_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["gnss", "replay", str(tmp_path / "absent.log")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+# What each log needs from its device configuration to give its fixes.
+LOG_OPTIONS: dict[str, dict[str, Any]] = {
+    "hp58534a.log": {"allow_missing_checksum": True},
+    "pygpsdata-mixed.log": {"fixed_date": "2021-03-06"},
+    "pynmea2_data.log": {"fixed_date": "2024-05-01"},
+}
+ALL_LOGS = sorted(p.name for p in LOG_DIR.glob("*.log")) or ["(none)"]
+
+
+@pytest.mark.parametrize("log_name", ALL_LOGS)
+async def test_every_log_through_a_real_pty_gives_the_replay_tools_fixes(
+    capsys: pytest.CaptureFixture[str], nmea_dir: Path, tmp_path: Path, log_name: str
+) -> None:
+    """The driver on a pty and the replay tool on the file agree fix for fix."""
+    options = LOG_OPTIONS.get(log_name, {})
+    argv = [*EVERY_EPOCH]
+    for key, value in options.items():
+        argv += ["-o", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    expected = [
+        (d["timestamp"], d["lat"], d["lng"]) for d in replay(capsys, nmea_dir / log_name, *argv)
+    ]
+    link = tmp_path / "gnss0"
+    driver = driver_for(str(link), **options)
+    sink = sink_of(driver)
+    with PtyPort(link) as port:
+        async with running(driver):
+            await until(lambda: driver.connected)
+            await replay_log(nmea_dir / log_name, port, speed=400.0)
+            await until(lambda: len(sink.of(LOCATION_UPDATE)) >= len(expected))
+            # The last epoch left on the idle flush, so every byte has been read: a short
+            # wait shows whether anything more would follow it.
+            await asyncio.sleep(0.1)
+        assert port.dropped == 0
+    got = [(e.data["timestamp"], e.data["lat"], e.data["lng"]) for e in sink.of(LOCATION_UPDATE)]
+    assert got == expected
