@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from edgeagent.drivers.gnss_stream import GpsdPipeline
 from edgeagent.drivers.nmea import WEEK_ROLLOVER
 from edgeagent.events import LOCATION_UPDATE, format_time
+from edgeagent.settings import GnssDevice
 from tests.conftest import free_port
 from tests.test_gnss_driver import until
 from tests.test_gnss_sources import driver_for, running, sink_of
@@ -116,3 +118,23 @@ async def test_gpsd_going_away_is_offline_once(nmea_dir: Path, tmp_path: Path) -
         await until(lambda: driver.health.status == "offline")
         await asyncio.sleep(0.3)
         assert sink_of(driver).statuses().count("offline") == 1
+
+
+def test_gpsd_reports_that_are_not_fixes_give_none_and_bad_lines_are_counted() -> None:
+    device = GnssDevice(id="g", port="127.0.0.1:2947", source="gpsd", report_min_interval_s=0)
+    pipeline = GpsdPipeline(device, heading_min_speed=0.5)
+    good = {"class": "TPV", "mode": 3, "time": "2026-12-01T08:00:00.000Z"}
+    lines = [
+        b"not json\n",
+        b"[1, 2]\n",
+        json.dumps({"class": "TPV", "mode": 1}).encode() + b"\n",
+        json.dumps({**good, "lat": 0.0, "lon": 0.0}).encode() + b"\n",
+        json.dumps({**good, "lat": "12", "lon": 5}).encode() + b"\n",
+        json.dumps({**good, "time": "yesterday", "lat": 1.5, "lon": 2.5}).encode() + b"\n",
+        json.dumps({**good, "lat": -33.5, "lon": 18.25, "speed": 0.1, "track": 90}).encode(),
+        b"\r\n",
+    ]
+    fixes = pipeline.feed(b"".join(lines)) + pipeline.flush()
+    assert pipeline.errors == 1
+    assert [(f.lat, f.lng, f.heading) for f in fixes] == [(-33.5, 18.25, None)]
+    assert pipeline.feed(b"x" * 70_000) == [] and pipeline.errors == 2

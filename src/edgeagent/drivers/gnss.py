@@ -22,6 +22,7 @@ from edgeagent.drivers.base import (
     HealthReporter,
     sleep_backoff,
 )
+from edgeagent.drivers.gnss_report import Reporter
 from edgeagent.drivers.gnss_stream import GpsdPipeline, NmeaPipeline
 from edgeagent.drivers.nmea import Fix, fix_data
 from edgeagent.events import LOCATION_UPDATE, make_event
@@ -50,6 +51,9 @@ class Pipeline(Protocol):
 
     @property
     def epochs(self) -> int: ...
+
+    @property
+    def reporter(self) -> Reporter: ...
 
     def feed(self, data: bytes) -> list[Fix]: ...
 
@@ -186,6 +190,8 @@ class GnssDriver:
             log.warning("%s: %s lost: %s", self.device.id, where, reason)
             self.health.errors += 1
             await self._deliver(self.pipeline.flush())
+            # The first fix once the receiver is back is news, whatever the policy says.
+            self.pipeline.reporter.reset()
             await self._reporter.set(OFFLINE, f"port lost: {reason}")
             await sleep_backoff(self._clock, self._backoff)
 
@@ -263,6 +269,8 @@ class GnssDriver:
 
     def _count_errors(self) -> None:
         total = sum(self.framer.drops[r] for r in ERROR_REASONS)
+        if isinstance(self.pipeline, GpsdPipeline):
+            total += self.pipeline.errors
         self.health.errors += total - self._counted_errors
         self._counted_errors = total
 
