@@ -16,7 +16,7 @@ import pytest
 
 from edgeagent.clock import SystemClock
 from edgeagent.drivers.base import DEGRADED, OFFLINE, ONLINE, DeviceHealth
-from edgeagent.drivers.gnss import GnssDriver
+from edgeagent.drivers.gnss import IDLE_FLUSH_S, GnssDriver
 from edgeagent.events import LOCATION_UPDATE
 from edgeagent.replay import PtyPort, read_epochs
 from edgeagent.settings import GnssDevice
@@ -197,3 +197,26 @@ async def test_unplug_is_noticed_within_a_second_and_cycles_leak_no_descriptors(
         port.close()
     assert after <= before
     assert sink.statuses().count(OFFLINE) == 200
+
+
+async def test_an_epoch_leaves_on_its_last_sentence_not_on_the_idle_timer(
+    tmp_path: Path, nmea_dir: Path
+) -> None:
+    """Once the cycle is learnt, the fix goes as the epoch's last sentence arrives."""
+    epochs = [data for _, data in read_epochs(nmea_dir / LOG)][:6]
+    link = tmp_path / "gnss0"
+    with PtyPort(link) as port:
+        driver = driver_for(str(link))
+        sink = sink_of(driver)
+        async with running(driver):
+            await until(lambda: driver.connected)
+            for count, epoch in enumerate(epochs, start=1):
+                started = time.monotonic()
+                port.write(epoch)
+                await until(lambda n=count: len(sink.of(LOCATION_UPDATE)) >= n)
+                latency = time.monotonic() - started
+                # The first epochs teach the cycle and leave on the idle timer.
+                if count > 3:
+                    assert latency < IDLE_FLUSH_S / 2, (count, latency)
+                else:
+                    await asyncio.sleep(IDLE_FLUSH_S + 0.05)
