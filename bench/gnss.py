@@ -14,6 +14,7 @@ import json
 import random
 import sys
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -120,10 +121,20 @@ def garbage(megabytes: float) -> dict[str, float]:
     cpu = time.process_time() - cpu
     gc.collect()
     growth = rss_kib() - before
+    # RSS moves in pages and arenas; a second pass under tracemalloc shows the peak of
+    # what the pipeline itself allocates while it chews through the garbage.
+    pipeline = NmeaPipeline(device, SystemClock().now)
+    tracemalloc.start()
+    for offset in range(0, size, READ_SIZE):
+        pipeline.feed(blob[offset : offset + READ_SIZE])
+    pipeline.flush()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     return {
         "garbage_mb": megabytes,
         "garbage_cpu_s": cpu,
         "garbage_rss_growth_kib": float(growth),
+        "garbage_traced_peak_kib": peak / 1024,
         "garbage_pieces_dropped": float(sum(pipeline.framer.drops.values())),
     }
 

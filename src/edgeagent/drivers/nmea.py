@@ -359,6 +359,9 @@ class EpochAssembler:
         self._fixed_date = fixed_date
         self._host_now = host_now
         self._heading_min_speed = heading_min_speed
+        self._take: dict[str, Callable[[_Epoch, list[str]], None]] = {
+            kind: getattr(self, f"_take_{kind.lower()}") for kind in _USED
+        }
         self.no_fix_reason: str | None = "no data yet"
         self.epochs = 0
         self._epoch = _Epoch()
@@ -425,7 +428,7 @@ class EpochAssembler:
         epoch.addresses.add(address)
         epoch.type_counts[kind] += 1
         epoch.last_marker = (kind, epoch.type_counts[kind])
-        getattr(self, f"_take_{kind.lower()}")(epoch, fields)
+        self._take[kind](epoch, fields)
         if self._end_marker is not None and epoch.last_marker == self._end_marker:
             fix = self._complete(epoch)
             if fix:
@@ -523,9 +526,7 @@ class EpochAssembler:
         # One GSA per constellation; a system with no satellites may say "no fix", so
         # GSA never vetoes an epoch. It fills satellites and HDOP when GGA lacks them.
         if len(epoch.gsa_satellites) < MAX_EPOCH_SATELLITES:
-            epoch.gsa_satellites.update(
-                s for s in (_field(fields, i) for i in range(2, 14)) if s.isdigit()
-            )
+            epoch.gsa_satellites.update(s for s in fields[2:14] if s.isdigit())
         if epoch.gsa_hdop is None:
             epoch.gsa_hdop = _float(_field(fields, 15))
 
