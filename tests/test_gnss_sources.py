@@ -220,3 +220,37 @@ async def test_an_epoch_leaves_on_its_last_sentence_not_on_the_idle_timer(
                     assert latency < IDLE_FLUSH_S / 2, (count, latency)
                 else:
                     await asyncio.sleep(IDLE_FLUSH_S + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"source": "tcp", "port": "/dev/ttyUSB0"}, "needs host:port"),
+        ({"source": "udp", "port": "127.0.0.1:99999"}, "needs host:port"),
+        ({"source": "gpsd", "port": ":2947"}, "needs host:port"),
+        ({"source": "ntrip", "port": "127.0.0.1:2101"}, "source"),
+        ({"fixed_date": "2024-05-01", "date_from_host": True}, "exclude each other"),
+        ({"report_turn_deg": 270}, "report_turn_deg"),
+        ({"report_min_interval_s": -1}, "report_min_interval_s"),
+    ],
+    ids=[
+        "tcp-path",
+        "udp-port-range",
+        "gpsd-no-host",
+        "unknown-source",
+        "two-dates",
+        "turn",
+        "interval",
+    ],
+)
+def test_bad_source_and_policy_settings_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GnssDevice.model_validate({"id": "g", "port": "/dev/ttyACM0", **options})
+
+
+def test_ipv6_loopback_and_defaults_load() -> None:
+    device = GnssDevice.model_validate({"id": "g", "port": "[::1]:2947", "source": "gpsd"})
+    assert device.port == "[::1]:2947"
+    plain = GnssDevice.model_validate({"id": "g", "port": "/dev/ttyACM0"})
+    assert plain.source == "serial" and plain.date_floor is not None
+    assert plain.report_min_interval_s > 0 and plain.report_heartbeat_s > 0
