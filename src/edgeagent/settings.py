@@ -233,7 +233,7 @@ class GnssDevice(Section):
         5.0, ge=0, description="At most one position per this many seconds (0: every epoch)"
     )
     report_distance_m: float | None = Field(
-        25.0, gt=0, description="Report on moving this far (m); null: by time alone"
+        25.0, gt=0, description="Report on moving this far (m); null: distance never does"
     )
     report_turn_deg: float | None = Field(
         20.0, gt=0, le=180, description="Report on turning this much (degrees); null: never"
