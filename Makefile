@@ -38,6 +38,21 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# gpsd and gpsfake for the test of the GNSS driver's gpsd source.
+.PHONY: sysdeps-gpsd
+sysdeps: sysdeps-gpsd
+sysdeps-gpsd:
+	@if ! command -v gpsfake >/dev/null 2>&1 || [ ! -x /usr/sbin/gpsd ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing gpsd and gpsd-clients with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				gpsd gpsd-clients >/dev/null; \
+			command -v gpsfake >/dev/null || { echo "gpsfake did not install" >&2; exit 1; }; \
+		else \
+			echo "gpsd/gpsfake are missing and apt-get is not available" >&2; exit 1; \
+		fi; \
+	fi
+
 test: check sysdeps
 	$(BIN)/pytest
 

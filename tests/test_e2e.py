@@ -40,7 +40,18 @@ def write_config(
             "batch_max_events": BATCH,
         },
         "status": {"port": page_port},
-        "gnss": [{"id": "gnss-1", "port": str(folder / "gnss0"), "reopen_max_s": 1}],
+        "gnss": [
+            {
+                "id": "gnss-1",
+                "port": str(folder / "gnss0"),
+                "reopen_max_s": 1,
+                # The recorded log's own dates, and every epoch, to compare with gpsd.
+                "date_floor": None,
+                "report_min_interval_s": 0,
+                "report_distance_m": None,
+                "report_turn_deg": None,
+            }
+        ],
         "mqtt": {
             "port": broker.port,
             "client_id": f"e2e-{prefix}",

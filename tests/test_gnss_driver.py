@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,11 @@ from edgeagent.replay import PtyPort, replay_log
 from edgeagent.settings import GnssDevice
 
 WAIT_S = 10.0
+EVERY_EPOCH: dict[str, Any] = {
+    "report_min_interval_s": 0,
+    "report_distance_m": None,
+    "report_turn_deg": None,
+}
 
 
 class ListSink:
@@ -56,8 +62,14 @@ async def until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
 class Rig:
     def __init__(self, tmp_path: Path, stale_after_s: float = 5.0) -> None:
         self.link = tmp_path / "gnss0"
+        # Every epoch, and the recorded logs' own dates (no rollover floor).
         self.device = GnssDevice(
-            id="gnss1", port=str(self.link), reopen_max_s=0.2, stale_after_s=stale_after_s
+            id="gnss1",
+            port=str(self.link),
+            reopen_max_s=0.2,
+            stale_after_s=stale_after_s,
+            date_floor=None,
+            **EVERY_EPOCH,
         )
         self.sink = ListSink()
         self.health = DeviceHealth("gnss1", "gnss")

@@ -170,7 +170,8 @@ def test_merged_fix_has_platform_units_and_names() -> None:
     fixes = feed_all(assembler, nmea(RMC), nmea(GGA)) + assembler.flush()
     assert len(fixes) == 1
     fix = fixes[0]
-    assert fix.time == datetime(2094, 3, 23, 12, 35, 19, tzinfo=UTC)
+    # Two-digit year 94: GPS time began in 1980, so 1994, and no floor means no rollover.
+    assert fix.time == datetime(1994, 3, 23, 12, 35, 19, tzinfo=UTC)
     assert fix.lat == pytest.approx(48.1173)
     assert fix.lng == pytest.approx(11.516666667)
     assert fix.speed_mps == pytest.approx(22.4 * 1852 / 3600)
@@ -185,6 +186,9 @@ def test_merged_fix_has_platform_units_and_names() -> None:
         "fix_quality",
         "satellites",
         "hdop",
+        "lat_error_m",
+        "lng_error_m",
+        "altitude_error_m",
     }
     assert (data["altitude"], data["fix_quality"], data["satellites"], data["hdop"]) == (
         545.4,

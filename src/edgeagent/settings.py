@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from edgeagent.drivers.nmea import HEADING_MIN_SPEED_MPS, RELEASE_DATE
 from edgeagent.drivers.topics import TopicMap
 
 Identifier = Annotated[
@@ -192,7 +194,9 @@ class StatusSettings(Section):
 
 class GnssDevice(Section):
     id: Identifier = Field(description="Device id, used as the event source")
-    port: str = Field(description="Serial device path, e.g. /dev/ttyACM0 or /dev/serial/by-id/…")
+    port: str = Field(
+        description="Serial device path, e.g. /dev/serial/by-id/…, or host:port (see source)"
+    )
     baudrate: Literal[4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = Field(
         9600, description="Serial speed"
     )
@@ -201,6 +205,52 @@ class GnssDevice(Section):
         5.0, gt=0, description="No sentence for this long makes the device degraded"
     )
     reopen_max_s: float = Field(30.0, gt=0, description="Cap of the delay between reopen tries")
+
+    # Where the receiver's data comes from, how its time is read, and how often it reports.
+    source: Literal["serial", "tcp", "udp", "gpsd"] = Field(
+        "serial",
+        description="serial: port is a device path; tcp, udp, gpsd: port is host:port "
+        "(udp: the local address to listen on)",
+    )
+    allow_missing_checksum: bool = Field(
+        False, description="Accept whole sentences without a checksum (some timing receivers)"
+    )
+    date_floor: date | None = Field(
+        RELEASE_DATE,
+        description="Receiver dates before this are GPS week rollovers and are moved "
+        "forward by 1024 weeks; null takes dates as sent",
+    )
+    fixed_date: date | None = Field(
+        None, description="UTC date for a receiver that never sends one (GGA only)"
+    )
+    date_from_host: bool = Field(
+        False, description="For a receiver that never sends a date: the host clock's date"
+    )
+    heading_min_speed: float = Field(
+        HEADING_MIN_SPEED_MPS, ge=0, description="Below this speed (m/s) the course is null"
+    )
+    report_min_interval_s: float = Field(
+        5.0, ge=0, description="At most one position per this many seconds (0: every epoch)"
+    )
+    report_distance_m: float | None = Field(
+        25.0, gt=0, description="Report on moving this far (m); null: distance never does"
+    )
+    report_turn_deg: float | None = Field(
+        20.0, gt=0, le=180, description="Report on turning this much (degrees); null: never"
+    )
+    report_heartbeat_s: float = Field(
+        60.0, gt=0, description="Report at least this often (s) while the fix holds"
+    )
+
+    @model_validator(mode="after")
+    def _source_address(self) -> GnssDevice:
+        if self.source != "serial":
+            host, _, port = self.port.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"port: a {self.source} source needs host:port, not {self.port}")
+        if self.fixed_date is not None and self.date_from_host:
+            raise ValueError("fixed_date and date_from_host exclude each other")
+        return self
 
 
 class MqttTls(Section):

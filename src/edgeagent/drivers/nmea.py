@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import reduce
+from operator import xor
 from typing import Any
 
 import pynmea2
 
 MAX_SENTENCE = 256
 KNOT_MPS = 1852.0 / 3600.0
+# Below this speed a receiver's course over ground is noise from its own jitter.
+HEADING_MIN_SPEED_MPS = 0.5
+# The GPS week number is 10 bits wide in the legacy message, so old firmware reports a
+# date 1024 weeks too early once its design window has passed.
+WEEK_ROLLOVER = timedelta(weeks=1024)
+# The earliest date this build can see live: a receiver date before it is a rollover.
+RELEASE_DATE = date(2026, 12, 1)
+MAX_EPOCH_ADDRESSES = 64
+MAX_EPOCH_SATELLITES = 256
 
 _CR, _LF, _DOLLAR, _BANG, _HASH, _TAB = 0x0D, 0x0A, 0x24, 0x21, 0x23, 0x09
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 _HUNT, _COMMENT, _SENTENCE, _SKIP = range(4)
+# A sentence's body: printable ASCII except the start characters `$` and `!`.
+_BODY = re.compile(rb"[\x20\x22\x23\x25-\x7e]+")
+_COMMENT_BODY = re.compile(rb"[\x20-\x7e\t]+")
+_STOP = re.compile(rb"[$!\r\n]")
 
 
 def _printable(byte: int) -> bool:
@@ -30,9 +46,14 @@ class NmeaFramer:
     framer resynchronises on every `$`/`!` and counts each discarded piece in `drops`.
     """
 
-    def __init__(self, max_length: int = MAX_SENTENCE) -> None:
+    def __init__(
+        self, max_length: int = MAX_SENTENCE, *, allow_missing_checksum: bool = False
+    ) -> None:
         self.drops: Counter[str] = Counter()
         self._max = max_length
+        # Some timing receivers (HP 58534A) never send checksums; only a device configured
+        # so may pass such sentences, and only whole lines, never fragments cut by binary.
+        self._allow_bare = allow_missing_checksum
         self._state = _HUNT
         self._line_start = True
         self._junk = False
@@ -40,8 +61,39 @@ class NmeaFramer:
 
     def feed(self, data: bytes) -> list[str]:
         out: list[str] = []
-        for byte in data:
-            self._step(byte, out)
+        i, size = 0, len(data)
+        # Runs of bytes that cannot change the state are taken whole by a regex; only
+        # the bytes that may (start characters, line ends, binary) go through _step.
+        while i < size:
+            state = self._state
+            if state == _SENTENCE:
+                match = _BODY.match(data, i)
+                if match:
+                    end = match.end()
+                    if len(self._buf) + end - i > self._max:
+                        self.drops["too_long"] += 1
+                        self._buf.clear()
+                        self._state = _SKIP
+                    else:
+                        self._buf += data[i:end]
+                    i = end
+                    continue
+            elif state == _COMMENT:
+                match = _COMMENT_BODY.match(data, i)
+                if match:
+                    i = match.end()
+                    continue
+            elif state == _SKIP or not (self._line_start and data[i] == _HASH and not self._junk):
+                match = _STOP.search(data, i)
+                end = match.start() if match else size
+                if end > i:
+                    if state == _HUNT:
+                        self._junk = True
+                        self._line_start = False
+                    i = end
+                    continue
+            self._step(data[i], out)
+            i += 1
         return out
 
     def _step(self, byte: int, out: list[str]) -> None:
@@ -118,6 +170,9 @@ class NmeaFramer:
             return
         star = raw.rfind(b"*")
         tail = raw[star + 1 :].rstrip(b" ") if star >= 0 else b""
+        if star < 0 and line_end and self._allow_bare:
+            out.append(raw.decode("ascii"))
+            return
         if star < 0 or not tail:
             # Cut off by the next sentence or by binary: a fragment, not a sentence.
             self.drops["no_checksum" if line_end else "garbage"] += 1
@@ -125,10 +180,7 @@ class NmeaFramer:
         if len(tail) != 2 or not all(c in _HEX for c in tail):
             self.drops["checksum"] += 1
             return
-        expected = 0
-        for c in raw[1:star]:
-            expected ^= c
-        if expected != int(tail, 16):
+        if reduce(xor, raw[1:star], 0) != int(tail, 16):
             self.drops["checksum"] += 1
             return
         out.append(raw[: star + 3].decode("ascii"))
@@ -147,6 +199,9 @@ class Fix:
     fix_quality: int | None = None
     satellites: int | None = None
     hdop: float | None = None
+    lat_error_m: float | None = None
+    lng_error_m: float | None = None
+    altitude_error_m: float | None = None
 
 
 def fix_data(fix: Fix) -> dict[str, Any]:
@@ -160,6 +215,9 @@ def fix_data(fix: Fix) -> dict[str, Any]:
         "fix_quality": fix.fix_quality,
         "satellites": fix.satellites,
         "hdop": fix.hdop,
+        "lat_error_m": fix.lat_error_m,
+        "lng_error_m": fix.lng_error_m,
+        "altitude_error_m": fix.altitude_error_m,
     }
 
 
@@ -170,10 +228,12 @@ _COORD_RE = re.compile(r"^(\d{3,5})(?:\.(\d+))?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _ADDRESS_RE = re.compile(r"^[A-Z][A-Z0-9]{4}$")
 _PROPRIETARY_RE = re.compile(r"^P[A-Z0-9]{2,}$")
-_USED = frozenset({"GGA", "RMC", "VTG", "GSA", "GLL", "GNS", "ZDA"})
+_USED = frozenset({"GGA", "RMC", "VTG", "GSA", "GLL", "GNS", "ZDA", "GST", "HDT"})
+_UNTIMED = frozenset({"VTG", "GSA", "HDT"})
+_KNOWN_TYPES = _USED | frozenset({"GSV", "GBS", "TXT", "DTM", "GRS", "RMB"})
 # A receiver sends these once per epoch per talker, so a repeat starts the next epoch
 # even when the time field is empty (cold start) and cannot tell epochs apart.
-_ONCE = frozenset({"GGA", "RMC", "VTG", "GLL", "GNS", "ZDA"})
+_ONCE = frozenset({"GGA", "RMC", "VTG", "GLL", "GNS", "ZDA", "GST"})
 # GNS/RMC mode letters ranked like GGA's quality, for receivers that send no GGA.
 _MODE_QUALITY = {"A": 1, "D": 2, "P": 3, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8}
 
@@ -187,6 +247,10 @@ def _time_of_day(text: str) -> int | None:
     if hours > 23 or minutes > 59 or seconds > 60:
         return None
     fraction = int((match.group(4) or "").ljust(6, "0"))
+    if seconds == 60:
+        # A leap second has no place in a datetime: squeeze it into the last millisecond
+        # of second 59, so it stays after :59 and before the next minute's :00.
+        seconds, fraction = 59, 999_000 + fraction // 1000
     return ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + fraction
 
 
@@ -221,9 +285,11 @@ def _field(fields: list[str], index: int) -> str:
 def _rmc_date(text: str) -> date | None:
     if len(text) != 6 or not text.isdigit():
         return None
-    # Two-digit years: GPS-era receivers only; 19xx dates come from unset clocks.
+    # Two-digit years: GPS time starts in 1980, so 80-99 are 19xx (old logs, unset
+    # clocks and rolled-over weeks, which the date floor then corrects).
+    year = int(text[4:6])
     try:
-        return date(2000 + int(text[4:6]), int(text[2:4]), int(text[0:2]))
+        return date(year + (1900 if year >= 80 else 2000), int(text[2:4]), int(text[0:2]))
     except ValueError:
         return None
 
@@ -254,6 +320,8 @@ class _Epoch:
     gsa_satellites: set[str] = field(default_factory=set)
     hdop: float | None = None
     gsa_hdop: float | None = None
+    true_heading: float | None = None
+    errors: tuple[float | None, float | None, float | None] | None = None
 
     def vote(self, ok: bool | None, reason: str) -> None:
         if ok is None:
@@ -271,8 +339,29 @@ class EpochAssembler:
     a once-per-epoch sentence), so replays faster than real time group the same way.
     """
 
-    def __init__(self, drops: Counter[str] | None = None) -> None:
+    def __init__(
+        self,
+        drops: Counter[str] | None = None,
+        *,
+        date_floor: date | None = None,
+        fixed_date: date | None = None,
+        host_now: Callable[[], datetime] | None = None,
+        heading_min_speed: float = HEADING_MIN_SPEED_MPS,
+    ) -> None:
+        """`date_floor` corrects week rollovers; without it dates are taken as sent.
+
+        Receivers that never send a date (GGA only) get one from `fixed_date` (the day a
+        log was recorded) or from `host_now`, the day that puts the fix nearest the host's
+        clock; otherwise they give no fix at all.
+        """
         self.drops: Counter[str] = drops if drops is not None else Counter()
+        self._floor = date_floor
+        self._fixed_date = fixed_date
+        self._host_now = host_now
+        self._heading_min_speed = heading_min_speed
+        self._take: dict[str, Callable[[_Epoch, list[str]], None]] = {
+            kind: getattr(self, f"_take_{kind.lower()}") for kind in _USED
+        }
         self.no_fix_reason: str | None = "no data yet"
         self.epochs = 0
         self._epoch = _Epoch()
@@ -295,8 +384,13 @@ class EpochAssembler:
 
     def _feed(self, sentence: str) -> list[Fix]:
         body = sentence[1:].split("*", 1)[0]
-        address = body.split(",", 1)[0]
-        if sentence.startswith("!") or _PROPRIETARY_RE.match(address):
+        address, _, rest = body.partition(",")
+        if sentence.startswith("!"):
+            return []
+        # Quectel's QZSS talker PQ looks proprietary; a standard type after it says not.
+        if _PROPRIETARY_RE.match(address) and not (
+            len(address) == 5 and address[2:] in _KNOWN_TYPES
+        ):
             return []
         if not _ADDRESS_RE.match(address):
             self.drops["parse"] += 1
@@ -305,17 +399,23 @@ class EpochAssembler:
         if kind not in _USED:
             return []
         try:
-            message = pynmea2.parse(sentence)
+            # The framer has checked the checksum; pynmea2 gets a neutral talker (it
+            # takes a leading P for proprietary) and no checksum, and only splits fields.
+            message = pynmea2.parse(f"$GP{kind},{rest}")
         except Exception:  # pynmea2 raises several exception types on bad input
             self.drops["parse"] += 1
             return []
-        fields = [str(f) for f in message.data]
-        tod = None if kind in ("VTG", "GSA") else self._sentence_time(kind, fields)
+        fields: list[str] = message.data
+        tod = None if kind in _UNTIMED else self._sentence_time(kind, fields)
 
         out: list[Fix] = []
         epoch = self._epoch
-        starts_new = (tod is not None and epoch.tod is not None and tod != epoch.tod) or (
-            kind in _ONCE and address in epoch.addresses
+        starts_new = (
+            (tod is not None and epoch.tod is not None and tod != epoch.tod)
+            or (kind in _ONCE and address in epoch.addresses)
+            # No receiver has this many talkers: a stream that never repeats must still
+            # close its epochs, so memory stays bounded whatever arrives.
+            or len(epoch.addresses) >= MAX_EPOCH_ADDRESSES
         )
         if starts_new:
             fix = self._complete(epoch)
@@ -328,7 +428,7 @@ class EpochAssembler:
         epoch.addresses.add(address)
         epoch.type_counts[kind] += 1
         epoch.last_marker = (kind, epoch.type_counts[kind])
-        getattr(self, f"_take_{kind.lower()}")(epoch, fields)
+        self._take[kind](epoch, fields)
         if self._end_marker is not None and epoch.last_marker == self._end_marker:
             fix = self._complete(epoch)
             if fix:
@@ -373,7 +473,13 @@ class EpochAssembler:
 
     def _take_gga(self, epoch: _Epoch, fields: list[str]) -> None:
         quality = _int(_field(fields, 5))
-        epoch.vote(None if quality is None else quality > 0, "GGA fix quality 0")
+        satellites = _int(_field(fields, 6))
+        if quality is not None and quality > 0 and satellites == 0:
+            # A fix from no satellites contradicts itself (Furuno GT-88 in DGPS mode):
+            # this GGA neither confirms nor denies; RMC or GLL in the epoch decide.
+            satellites = None
+        else:
+            epoch.vote(None if quality is None else quality > 0, "GGA fix quality 0")
         if quality is None or quality == 0:
             # A q0 GGA may carry real-looking coordinates (MTK); never use them.
             return
@@ -381,7 +487,7 @@ class EpochAssembler:
         if epoch.quality is None:
             epoch.quality = quality
         if epoch.satellites is None:
-            epoch.satellites = _int(_field(fields, 6))
+            epoch.satellites = satellites
         if epoch.hdop is None:
             epoch.hdop = _float(_field(fields, 7))
         if epoch.altitude is None:
@@ -419,7 +525,8 @@ class EpochAssembler:
     def _take_gsa(self, epoch: _Epoch, fields: list[str]) -> None:
         # One GSA per constellation; a system with no satellites may say "no fix", so
         # GSA never vetoes an epoch. It fills satellites and HDOP when GGA lacks them.
-        epoch.gsa_satellites.update(s for s in (_field(fields, i) for i in range(2, 14)) if s)
+        if len(epoch.gsa_satellites) < MAX_EPOCH_SATELLITES:
+            epoch.gsa_satellites.update(s for s in fields[2:14] if s.isdigit())
         if epoch.gsa_hdop is None:
             epoch.gsa_hdop = _float(_field(fields, 15))
 
@@ -441,6 +548,17 @@ class EpochAssembler:
                 epoch.gsa_hdop = _float(_field(fields, 7))
             if epoch.altitude is None:
                 epoch.altitude = _float(_field(fields, 8))
+
+    def _take_gst(self, epoch: _Epoch, fields: list[str]) -> None:
+        # Standard deviations (m) of latitude, longitude and altitude error.
+        if epoch.errors is None:
+            errors = [_float(_field(fields, i)) for i in (5, 6, 7)]
+            epoch.errors = (errors[0], errors[1], errors[2])
+
+    def _take_hdt(self, epoch: _Epoch, fields: list[str]) -> None:
+        heading = _float(_field(fields, 0))
+        if heading is not None and 0.0 <= heading <= 360.0 and epoch.true_heading is None:
+            epoch.true_heading = heading % 360.0
 
     def _take_zda(self, epoch: _Epoch, fields: list[str]) -> None:
         day, month, year = (_int(_field(fields, i)) for i in (1, 2, 3))
@@ -491,25 +609,55 @@ class EpochAssembler:
             (n for n in (epoch.satellites, epoch.gns_satellites) if n),
             len(epoch.gsa_satellites) or None,
         )
+        speed = epoch.rmc_speed if epoch.rmc_speed is not None else epoch.vtg_speed
+        errors = epoch.errors or (None, None, None)
         fix = Fix(
             time=moment,
             lat=position[0],
             lng=position[1],
-            speed_mps=epoch.rmc_speed if epoch.rmc_speed is not None else epoch.vtg_speed,
-            heading=epoch.rmc_heading if epoch.rmc_heading is not None else epoch.vtg_heading,
+            speed_mps=speed,
+            heading=self._heading(epoch, speed),
             altitude=epoch.altitude,
             fix_quality=epoch.quality if epoch.quality is not None else epoch.mode_quality,
             satellites=satellites,
             hdop=epoch.hdop if epoch.hdop is not None else epoch.gsa_hdop,
+            lat_error_m=errors[0],
+            lng_error_m=errors[1],
+            altitude_error_m=errors[2],
         )
         return fix, None
+
+    def _heading(self, epoch: _Epoch, speed: float | None) -> float | None:
+        # HDT is the antenna pair's or compass's true heading, good even when standing.
+        if epoch.true_heading is not None:
+            return epoch.true_heading
+        course = epoch.rmc_heading if epoch.rmc_heading is not None else epoch.vtg_heading
+        if course is None or not 0.0 <= course <= 360.0:
+            return None
+        if speed is not None and speed < self._heading_min_speed:
+            return None
+        return course % 360.0
 
     def _timestamp(self, day: date | None, tod: int) -> datetime | None:
         offset = timedelta(microseconds=tod)
         if day is not None:
+            day = self._unroll(day)
             return datetime(day.year, day.month, day.day, tzinfo=UTC) + offset
+        if self._host_now is not None:
+            # The host's day, but the one that puts this time of day nearest its clock:
+            # at 00:00:01 host time a fix stamped 23:59:59 belongs to yesterday.
+            now = self._host_now().astimezone(UTC)
+            moment = datetime(now.year, now.month, now.day, tzinfo=UTC) + offset
+            if moment - now > timedelta(hours=12):
+                moment -= timedelta(days=1)
+            elif now - moment > timedelta(hours=12):
+                moment += timedelta(days=1)
+            return moment
         if self._last_dt is None:
-            return None
+            if self._fixed_date is None:
+                return None
+            day = self._fixed_date
+            return datetime(day.year, day.month, day.day, tzinfo=UTC) + offset
         last = self._last_dt
         moment = datetime(last.year, last.month, last.day, tzinfo=UTC) + offset
         # Without a date of its own the epoch sits next to the last fix: across midnight
@@ -519,3 +667,11 @@ class EpochAssembler:
         elif moment > last + timedelta(hours=12):
             moment -= timedelta(days=1)
         return moment
+
+    def _unroll(self, day: date) -> date:
+        """A receiver's date moved past the week-number rollovers that the floor reveals."""
+        if self._floor is None:
+            return day
+        while day < self._floor:
+            day += WEEK_ROLLOVER
+        return day
