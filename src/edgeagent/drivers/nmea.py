@@ -13,6 +13,8 @@ from typing import Any
 
 import pynmea2
 
+from edgeagent import BUILD_DATE
+
 MAX_SENTENCE = 256
 KNOT_MPS = 1852.0 / 3600.0
 # Below this speed a receiver's course over ground is noise from its own jitter.
@@ -21,7 +23,7 @@ HEADING_MIN_SPEED_MPS = 0.5
 # date 1024 weeks too early once its design window has passed.
 WEEK_ROLLOVER = timedelta(weeks=1024)
 # The earliest date this build can see live: a receiver date before it is a rollover.
-RELEASE_DATE = date(2026, 12, 1)
+RELEASE_DATE = date.fromisoformat(BUILD_DATE)
 MAX_EPOCH_ADDRESSES = 64
 MAX_EPOCH_SATELLITES = 256
 
