@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import os
 import signal
 import socket
 import sqlite3
@@ -24,6 +23,7 @@ from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporte
 from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
+from edgeagent.notify import Notifier, Watchdog
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxCorrupt, OutboxError, age_seconds
 from edgeagent.pipeline import Ingest
@@ -59,21 +59,6 @@ def scrub_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def notify_systemd(message: str) -> None:
-    """Send one sd_notify message when systemd asked for them (Type=notify)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        except OSError as exc:
-            log.warning("systemd notify socket unusable: %s", exc)
-
-
 class _Server(uvicorn.Server):
     # The daemon owns SIGTERM/SIGINT and stops the page in its own order.
     @contextlib.contextmanager
@@ -103,6 +88,8 @@ class Daemon:
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
         self._lock: IO[str] | None = None
+        self.notifier = Notifier()
+        self._watchdog_task: asyncio.Task[None] | None = None
         self._reporting_drops = False
         self.evaluator: AlarmEvaluator
         self.ingest: Ingest
@@ -249,7 +236,9 @@ class Daemon:
             "MQTT" if self.mqtt else "no MQTT",
             scrub_url(self.uplink.url),
         )
-        notify_systemd("READY=1\nSTATUS=running")
+        self.notifier.send(READY="1", STATUS=self.summary())
+        watchdog = Watchdog(self.notifier, self.ingest, self.clock, self.summary)
+        self._watchdog_task = asyncio.create_task(watchdog.run(), name="systemd-watchdog")
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
@@ -276,8 +265,11 @@ class Daemon:
         # close, sending stops, and the store closes last. A commit that cannot finish
         # (a full disk) gets a deadline: its sources were not acknowledged and redeliver.
         log.info("stopping")
-        notify_systemd("STOPPING=1")
+        self.notifier.send(STOPPING="1", STATUS="stopping")
         self._ready = False
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
         ingest_task = self._ingest_task
         if ingest_task is None or self._uplink_task is None or self._maintenance_task is None:
             await self.outbox.close()
@@ -448,6 +440,18 @@ class Daemon:
             log.warning("outbox: reported upstream: %s", reason)
         finally:
             self._reporting_drops = False
+
+    def summary(self) -> str:
+        """One line for `systemctl status`: devices, alarms, outbox, uplink."""
+        online = sum(1 for d in self.devices if d.status == ONLINE)
+        active = len(self.evaluator.active())
+        paused = [lane for lane, info in self.uplink.lane_status().items() if info["paused"]]
+        uplink = f"paused ({', '.join(paused)})" if paused else "ok"
+        return (
+            f"{online}/{len(self.devices)} devices online, {active} alarms active, "
+            f"outbox {self.outbox.committed} committed {self.outbox.delivered} delivered, "
+            f"uplink {uplink}"
+        )
 
     # -- StatusSource
 
