@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test check format sysdeps schema clean
+.PHONY: demo test check format sysdeps schema clean sysdeps-ops
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # mosquitto for the tests (the demo falls back to an embedded broker without it).
-sysdeps:
+sysdeps: sysdeps-ops
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 		if command -v apt-get >/dev/null 2>&1; then \
 			echo "installing mosquitto with apt-get"; \
@@ -46,3 +46,19 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# systemd's tools check the unit; Debian's chromium drives the status page's browser test.
+OPS_SYSDEPS := systemd chromium
+sysdeps-ops:
+	@if ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing $(OPS_SYSDEPS) with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				$(OPS_SYSDEPS) >/dev/null; \
+			command -v systemd-analyze >/dev/null && test -x /usr/bin/chromium || \
+				{ echo "$(OPS_SYSDEPS) did not install" >&2; exit 1; }; \
+		else \
+			echo "systemd-analyze or chromium is missing and apt-get is not available" >&2; \
+			exit 1; \
+		fi; \
+	fi
