@@ -32,10 +32,13 @@ def root(tmp_path: Path) -> Path:
     """A file-system tree as an installed gateway has it: the binaries the unit runs,
     the unit itself, and systemd's own units that it orders itself against."""
     tree = tmp_path / "root"
-    binary = tree / "opt/edgeagent/bin/edgeagent"
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
+    for line in unit_lines():
+        if line.startswith("Exec") and "=" in line:
+            command = line.split("=", 1)[1].lstrip("-@:+!").split()[0]
+            binary = tree / command.lstrip("/")
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_text("#!/bin/sh\n")
+            binary.chmod(0o755)
     (tree / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, tree / "etc/systemd/system/edgeagent.service")
     shutil.copytree("/usr/lib/systemd/system", tree / "usr/lib/systemd/system", symlinks=True)
@@ -114,6 +117,7 @@ def test_unit_keeps_what_a_site_relies_on() -> None:
         "SupplementaryGroups=dialout",
         "StateDirectory=edgeagent",
         "ConfigurationDirectory=edgeagent",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert needed in lines, needed
     assert any(line.startswith("WatchdogSec=") for line in lines)

@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("config: %s", warning)
     log.info("configuration %s", args.config)
     try:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, config_path=args.config)
         asyncio.run(daemon.run())
     except StartupError as exc:
         log.error("cannot start: %s", exc)

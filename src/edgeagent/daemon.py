@@ -9,8 +9,9 @@ import logging
 import signal
 import socket
 import sqlite3
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +23,7 @@ from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
+from edgeagent.drivers.registry import DriverRegistry, DriverSpec
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
 from edgeagent.notify import Notifier, Watchdog
 from edgeagent.outbox import Outbox
@@ -69,8 +71,12 @@ class _Server(uvicorn.Server):
 class Daemon:
     """All the stages of one running gateway, wired together."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, config_path: Path | None = None
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self._reload_lock = asyncio.Lock()
         self.clock = clock or SystemClock()
         self.started_at: datetime | None = None
         self._ready = False
@@ -84,7 +90,9 @@ class Daemon:
         self._ingest_task: asyncio.Task[None] | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self._maintenance_task: asyncio.Task[None] | None = None
-        self._sources: list[asyncio.Task[None]] = []
+        self.drivers = DriverRegistry()
+        self.drivers.kind("gnss", self._gnss_specs)
+        self.drivers.kind("mqtt", self._mqtt_specs)
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
         self._lock: IO[str] | None = None
@@ -157,29 +165,117 @@ class Daemon:
         self._outbox_reporter = HealthReporter(
             self.outbox_health, self.external_id("outbox"), self.ingest
         )
-        for device in settings.gnss:
-            health = DeviceHealth(device.id, "gnss")
-            self.devices.append(health)
+
+    # -- drivers, by kind; a reload restarts those whose part of the settings changed
+
+    def _gnss_specs(self, settings: Settings) -> list[DriverSpec]:
+        def build(device: Any) -> Callable[[], GnssDriver]:
             external = settings.external_id(device.id, device.external_id)
-            self.gnss.append(GnssDriver(device, external, self.ingest, health, self.clock))
-        if settings.mqtt is not None:
-            health = DeviceHealth("mqtt", "mqtt")
-            self.devices.append(health)
-            self.mqtt = MqttDriver(
-                settings.mqtt,
-                settings.gateway.id,
-                self._mqtt_password,
-                self.ingest,
-                health,
-                self.clock,
-                receive_maximum=settings.outbox.commit_max_events,
+            return lambda: GnssDriver(
+                device, external, self.ingest, DeviceHealth(device.id, "gnss"), self.clock
             )
+
+        return [
+            DriverSpec("gnss", device.id, (device, settings.gateway.id), build(device))
+            for device in settings.gnss
+        ]
+
+    def _mqtt_specs(self, settings: Settings) -> list[DriverSpec]:
+        mqtt = settings.mqtt
+        if mqtt is None:
+            return []
+        password = self._mqtt_password
+        receive_maximum = settings.outbox.commit_max_events
+
+        def build() -> MqttDriver:
+            return MqttDriver(
+                mqtt,
+                settings.gateway.id,
+                password,
+                self.ingest,
+                DeviceHealth("mqtt", "mqtt"),
+                self.clock,
+                receive_maximum=receive_maximum,
+            )
+
+        config = (mqtt, settings.gateway.id, password, receive_maximum)
+        return [DriverSpec("mqtt", "mqtt", config, build)]
+
+    def _hangup(self) -> None:
+        if not self._ready:
+            log.warning("reload: asked before start-up finished; ignored")
+            return
+        self._spawn(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the configuration file again and restart the drivers whose settings
+        changed; the outbox, the uplink and the alarm states carry on untouched. A file
+        with errors is refused and the running configuration stays."""
+        from edgeagent.configfile import ConfigError, load_settings, review
+
+        async with self._reload_lock:
+            path = self.config_path
+            if path is None:
+                log.warning("reload: no configuration file to read again; ignored")
+                return False
+            self.notifier.send(RELOADING="1", STATUS=f"reloading {path}")
+            try:
+                try:
+                    settings = load_settings(path)
+                    problems, _ = review(path, settings)
+                except ConfigError as exc:
+                    problems = exc.problems
+                if problems:
+                    log.error(
+                        "reload: %s refused, the running configuration stays: %s",
+                        path,
+                        "; ".join(str(p) for p in problems),
+                    )
+                    return False
+                try:
+                    password = None
+                    if settings.mqtt and settings.mqtt.password:
+                        password = settings.mqtt.password.read().decode()
+                except SecretError as exc:
+                    log.error("reload: %s refused, the running configuration stays: %s", path, exc)
+                    return False
+                for section in ("gateway", "platform", "outbox", "uplink", "status", "alarms"):
+                    if getattr(settings, section) != getattr(self.settings, section):
+                        log.warning(
+                            "reload: '%s' changed; it takes effect at the next restart", section
+                        )
+                previous = self._mqtt_password
+                self._mqtt_password = password
+                try:
+                    report = await self.drivers.reload(settings)
+                except ValueError as exc:
+                    self._mqtt_password = previous
+                    log.error("reload: %s refused, the running configuration stays: %s", path, exc)
+                    return False
+                self.settings = self.settings.model_copy(
+                    update={"gnss": settings.gnss, "mqtt": settings.mqtt}
+                )
+                self._driver_views()
+                log.info("reload: %s", report.describe())
+                return True
+            finally:
+                self.notifier.send(READY="1", STATUS=self.summary())
+
+    def _driver_views(self) -> None:
+        """Point the daemon's shortcuts at the drivers now running."""
+        self.gnss = self.drivers.drivers("gnss")
+        self.mqtt = self.drivers.get("mqtt", "mqtt")
+        self.devices = [self.outbox_health, *self.drivers.healths()]
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         # The daemon runs on the main thread's loop on Linux, where both always work.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         try:
             await self._build()
             failure: BaseException | None = None
@@ -189,7 +285,7 @@ class Daemon:
             finally:
                 await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self._page_socket is not None:
                 self._page_socket.close()
@@ -213,11 +309,8 @@ class Daemon:
             self._maintain_outbox(), name="outbox-maintenance"
         )
         self.uplink.notify()
-        self._sources = [
-            asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss
-        ]
-        if self.mqtt is not None:
-            self._sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+        self.drivers.start(settings)
+        self._driver_views()
         if self.outbox.salvage is not None:
             await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
             if self.outbox.salvage.alarm_state_lost:
@@ -243,12 +336,28 @@ class Daemon:
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
         stages = [self._ingest_task, self._uplink_task, self._maintenance_task]
-        watched = [task for task in stages if task is not None] + self._sources
+        watched = [task for task in stages if task is not None]
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
+        driver_task = asyncio.create_task(self.drivers.wait_failure(), name="driver-watch")
+        done, _ = await asyncio.wait(
+            [stop_task, driver_task, *watched], return_when=asyncio.FIRST_COMPLETED
+        )
         stop_task.cancel()
+        driver_task.cancel()
         failure: BaseException | None = None
         for task in done:
+            if task is driver_task:
+                ended = driver_task.result()
+                if ended.cause is None:
+                    continue
+                failure = ended.cause
+                log.error(
+                    "%s stopped unexpectedly: %s: %s",
+                    ended.name,
+                    type(ended.cause).__name__,
+                    ended.cause,
+                )
+                continue
             if task is stop_task or task.cancelled() or task.exception() is None:
                 continue
             failure = task.exception()
@@ -286,9 +395,7 @@ class Daemon:
                     "will redeliver them",
                     SHUTDOWN_COMMIT_S,
                 )
-        for task in self._sources:
-            task.cancel()
-        await asyncio.gather(*self._sources, return_exceptions=True)
+        await self.drivers.stop_all()
         if not ingest_task.done():
             self.ingest.stop()
             try:
