@@ -25,6 +25,7 @@ from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.drivers.registry import DriverRegistry, DriverSpec
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
+from edgeagent.logsetup import apply_module_levels, forget_secret
 from edgeagent.notify import Notifier, Watchdog
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxCorrupt, OutboxError, age_seconds
@@ -113,6 +114,8 @@ class Daemon:
             self._token = settings.status.token.read() if settings.status.token else None
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
+        for value in (api_key, secret, mqtt_password, self._token):
+            forget_secret(value)
         if not api_key or not secret:
             log.warning(
                 "uplink: no api_key or signing_secret configured; the platform "
@@ -239,6 +242,7 @@ class Daemon:
                     password = None
                     if settings.mqtt and settings.mqtt.password:
                         password = settings.mqtt.password.read().decode()
+                        forget_secret(password)
                 except SecretError as exc:
                     log.error("reload: %s refused, the running configuration stays: %s", path, exc)
                     return False
@@ -259,6 +263,7 @@ class Daemon:
                     update={"gnss": settings.gnss, "mqtt": settings.mqtt}
                 )
                 self._driver_views()
+                apply_module_levels(settings.gateway.log_levels)
                 log.info("reload: %s", report.describe())
                 return True
             finally:

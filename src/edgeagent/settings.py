@@ -94,6 +94,10 @@ class GatewaySettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the daemon's own messages"
     )
+    log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(
+        default_factory=dict,
+        description="Levels of single loggers by name, e.g. edgeagent.drivers.mqtt: debug",
+    )
 
 
 class PlatformSettings(Section):
