@@ -214,6 +214,7 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
         (("platform", "api_key"), settings.platform.api_key),
         (("platform", "signing_secret"), settings.platform.signing_secret),
         (("status", "token"), settings.status.token),
+        (("status", "view_token"), settings.status.view_token),
     ]
     if settings.mqtt is not None:
         secrets.append((("mqtt", "password"), settings.mqtt.password))

@@ -61,10 +61,10 @@ class _Daemon:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         headers = {}
-        if method != "GET":
-            token = self.token()
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
+        # The action token also opens the page when viewing is protected.
+        token = self.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         url = self.url()
         try:
             response = httpx.request(

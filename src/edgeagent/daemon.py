@@ -33,6 +33,7 @@ from edgeagent.pipeline import Ingest
 from edgeagent.settings import SecretError, Settings
 from edgeagent.status.app import ActionError, build_app
 from edgeagent.status.metrics import render as render_metrics
+from edgeagent.status.recorder import Recorder
 from edgeagent.uplink import Uplink, UplinkCredentials
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Daemon:
         self._page_socket: socket.socket | None = None
         self._lock: IO[str] | None = None
         self.notifier = Notifier()
+        self.recorder = Recorder()
         self._watchdog_task: asyncio.Task[None] | None = None
         self._reporting_drops = False
         self.evaluator: AlarmEvaluator
@@ -112,9 +114,11 @@ class Daemon:
             if settings.mqtt and settings.mqtt.password:
                 mqtt_password = settings.mqtt.password.read().decode()
             self._token = settings.status.token.read() if settings.status.token else None
+            view = settings.status.view_token
+            self._view_token = view.read() if view else None
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
-        for value in (api_key, secret, mqtt_password, self._token):
+        for value in (api_key, secret, mqtt_password, self._token, self._view_token):
             forget_secret(value)
         if not api_key or not secret:
             log.warning(
@@ -451,7 +455,7 @@ class Daemon:
 
     async def _start_page(self) -> asyncio.Task[None]:
         status = self.settings.status
-        app = build_app(self, self._token, status.listen)
+        app = build_app(self, self._token, status.listen, view_token=self._view_token)
         config = uvicorn.Config(
             app,
             host=status.listen,
@@ -459,7 +463,13 @@ class Daemon:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ssl_certfile=status.tls_cert,
+            ssl_keyfile=status.tls_key,
         )
+        try:
+            config.load()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"status page TLS certificate or key unusable: {exc}") from exc
         self.server = _Server(config)
         task = asyncio.create_task(
             self.server.serve(sockets=[self._page_socket] if self._page_socket else None),
@@ -470,7 +480,8 @@ class Daemon:
                 await task
                 raise StartupError(f"status page cannot listen on {status.listen}:{status.port}")
             await asyncio.sleep(0.05)
-        log.info("status page on http://%s:%d/", status.listen, self.page_port())
+        scheme = "https" if status.tls_cert else "http"
+        log.info("status page on %s://%s:%d/", scheme, status.listen, self.page_port())
         return task
 
     def page_port(self) -> int:
@@ -480,6 +491,7 @@ class Daemon:
         return int(sockets[0].getsockname()[1]) if sockets else self.settings.status.port
 
     def _committed(self, events: list[Event]) -> None:
+        self.recorder.record(events)
         self.uplink.notify()
         self._check_drops()
 
@@ -590,6 +602,22 @@ class Daemon:
             "devices": [d.snapshot() for d in self.devices],
             "sensors": sensors,
             "alarms": {"active": self.evaluator.active(), "configured": len(self.settings.alarms)},
+            "gnss": {
+                "fixes": [
+                    {
+                        "source": fix.source,
+                        "at": format_time(fix.at),
+                        "lat": fix.lat,
+                        "lng": fix.lng,
+                        "satellites": fix.satellites,
+                        "hdop": fix.hdop,
+                        "fix_quality": fix.fix_quality,
+                    }
+                    for fix in self.recorder.fixes.values()
+                ],
+                "track": self.recorder.track(),
+            },
+            "series": self.recorder.series(now),
             "outbox": {
                 "depth": stats.depth,
                 "oldest_age_s": {
@@ -598,6 +626,7 @@ class Daemon:
                 "dead_letters": stats.dead_letters,
                 "committed": stats.committed,
                 "delivered": stats.delivered,
+                "send_rate": self.recorder.delivery_rate(self.clock.monotonic(), stats.delivered),
                 "dropped": stats.dropped,
                 "used_bytes": stats.used_bytes,
                 "max_bytes": stats.max_bytes,

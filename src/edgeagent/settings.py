@@ -192,6 +192,17 @@ class StatusSettings(Section):
     token: SecretRef | None = Field(
         None, description="Bearer token for operator actions; actions are refused without one"
     )
+    view_token: SecretRef | None = Field(
+        None, description="Token asked before showing the page (HTTP Basic password or bearer)"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> StatusSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both 'tls_cert' and 'tls_key', or neither")
+        return self
 
 
 class GnssDevice(Section):
