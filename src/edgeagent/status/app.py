@@ -18,7 +18,7 @@ from starlette.routing import Route
 from edgeagent.events import printable
 from edgeagent.settings import is_loopback
 from edgeagent.status.guard import PAGE_HEADERS, ViewGuard, cross_site
-from edgeagent.status.page import View, render, render_live
+from edgeagent.status.page import FAVICON, View, render, render_live
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class _Api:
     async def page(self, request: Request) -> Response:
         html = render(await self.source.status(), self.view(request))
         return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    async def favicon(self, request: Request) -> Response:
+        return Response(FAVICON, media_type="image/svg+xml")
 
     async def live(self, request: Request) -> Response:
         html = render_live(await self.source.status(), self.view(request))
@@ -214,6 +217,7 @@ def build_app(
         routes=[
             Route("/", api.page),
             Route("/live", api.live),
+            Route("/favicon.svg", api.favicon),
             Route("/status.json", api.status_json),
             Route("/healthz", api.healthz),
             Route("/readyz", api.readyz),

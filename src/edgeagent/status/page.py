@@ -470,6 +470,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+# Served by the page itself, so the browser asks nothing of the network for an icon.
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<circle cx="8" cy="8" r="6" fill="#36c"/></svg>'
+)
+
+
 def render(status: dict[str, Any], view: View | None = None) -> str:
     view = view or View()
     title = f"edgeagent · {status['gateway']}"
@@ -478,6 +485,7 @@ def render(status: dict[str, Any], view: View | None = None) -> str:
 <meta name=viewport content="width=device-width, initial-scale=1">
 <noscript><meta http-equiv=refresh content=10></noscript>
 <title>{escape(title)}</title>
+<link rel=icon href=/favicon.svg>
 <style>{STYLE}</style></head><body>
 <h1>{escape(title)}</h1>
 <div id=bar>
