@@ -47,18 +47,21 @@ schema: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# systemd's tools check the unit; Debian's chromium drives the status page's browser test.
-OPS_SYSDEPS := systemd chromium
+# systemd's tools check the unit; Debian's chromium drives the status page's browser test;
+# openssl makes the certificate of the page's HTTPS test.
+OPS_SYSDEPS := systemd chromium openssl
 sysdeps-ops:
-	@if ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+	@if ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ] || \
+		! command -v openssl >/dev/null 2>&1; then \
 		if command -v apt-get >/dev/null 2>&1; then \
 			echo "installing $(OPS_SYSDEPS) with apt-get"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 				$(OPS_SYSDEPS) >/dev/null; \
-			command -v systemd-analyze >/dev/null && test -x /usr/bin/chromium || \
+			command -v systemd-analyze >/dev/null && test -x /usr/bin/chromium && \
+				command -v openssl >/dev/null || \
 				{ echo "$(OPS_SYSDEPS) did not install" >&2; exit 1; }; \
 		else \
-			echo "systemd-analyze or chromium is missing and apt-get is not available" >&2; \
+			echo "one of $(OPS_SYSDEPS) is missing and apt-get is not available" >&2; \
 			exit 1; \
 		fi; \
 	fi

@@ -125,7 +125,7 @@ class Recorder:
     def track(self) -> list[tuple[float, float]]:
         """Recent positions (lat, lng), thinned to about DRAW_POINTS by even stepping."""
         points = list(self._track)
-        step = max(1, len(points) // DRAW_POINTS)
+        step = max(1, -(-len(points) // DRAW_POINTS))
         chosen = points[::step]
         if points and chosen[-1] is not points[-1]:
             chosen.append(points[-1])
