@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test check format sysdeps schema clean sysdeps-ops install install-venv install-files uninstall wheelhouse
+.PHONY: demo test check format sysdeps schema clean sysdeps-ops reference install install-venv install-files uninstall wheelhouse
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -153,3 +153,7 @@ wheelhouse:
 	$(INSTALL_PYTHON) -m pip download --quiet --only-binary=:all: $$target \
 		--dest "$(WHEELHOUSE)" "$$wheel$(if $(EXTRAS),[$(EXTRAS)])"; \
 	echo "$(WHEELHOUSE): $$(ls "$(WHEELHOUSE)" | wc -l) wheels for $(or $(PLATFORM),this machine)"
+
+# The README's configuration reference, from the same models as the schema.
+reference: $(STAMP)
+	$(BIN)/python -m edgeagent.reference README.md
