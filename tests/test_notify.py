@@ -216,3 +216,21 @@ async def test_a_hung_outbox_writer_stops_the_pings_until_it_moves_again(
 
 async def test_status_line_follows_the_daemon(running: Daemon) -> None:
     assert running.summary().startswith("1/1 devices online, 0 alarms active")
+
+
+async def test_a_blocked_event_loop_sends_no_pings(
+    running: Daemon, notify_socket: NotifySocket
+) -> None:
+    """The pings come from the daemon's own loop: if it stops turning, systemd hears
+    nothing, and WatchdogSec= ends the daemon. A ping sent from a thread would not."""
+    await wait_until(lambda: len(notify_socket.with_key("WATCHDOG")) >= 2)
+    blocked_from = time.monotonic()
+    time.sleep(1.0)  # a blocking call on the loop, as a stuck driver would make
+    blocked_until = time.monotonic()
+    await wait_until(lambda: bool(notify_socket.with_key("WATCHDOG", since=blocked_until)))
+    during = [
+        at
+        for at, fields in list(notify_socket.received)
+        if "WATCHDOG" in fields and blocked_from + 0.05 < at < blocked_until
+    ]
+    assert during == []

@@ -281,3 +281,24 @@ def test_metrics_carry_alarm_figures_and_send_rate() -> None:
     assert 'edgeagent_alarm_figure{figure="standing"} 2.0' in text
     assert "flood" not in text and "note" not in text
     assert "edgeagent_uplink_send_rate 4.5" in text
+
+
+def test_status_command_prints_fixes_cameras_and_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edgeagent.console import _print_fixes_cameras_figures
+
+    fixes = [{"source": "gnss-1", "lat": 47.5, "lng": 8.25, "satellites": 12, "hdop": 0.7}]
+    status = snapshot(
+        gnss={"fixes": fixes, "track": []},
+        cameras=[{"id": "gate", "stream": {"state": "streaming", "fps": 10}, "last_event": None}],
+        alarms={"active": [], "configured": 1, "figures": {"standing": 1}},
+    )
+    status["outbox"]["send_rate"] = 2.25
+    _print_fixes_cameras_figures(status)
+    out = capsys.readouterr().out
+    assert "fix gnss-1" in out and "47.500000 8.250000 sats 12 hdop 0.7" in out
+    assert "camera gate" in out and "streaming 10 fps" in out
+    assert "alarm figures: standing 1" in out and "sending 2.2 events/s" in out
+    _print_fixes_cameras_figures(snapshot())
+    assert capsys.readouterr().out == ""
