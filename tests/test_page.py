@@ -302,3 +302,10 @@ def test_status_command_prints_fixes_cameras_and_figures(
     assert "alarm figures: standing 1" in out and "sending 2.2 events/s" in out
     _print_fixes_cameras_figures(snapshot())
     assert capsys.readouterr().out == ""
+
+
+def test_dead_letters_offer_a_requeue_button() -> None:
+    assert "data-action=requeue" not in render_live(snapshot())
+    status = snapshot()
+    status["outbox"]["dead_letters"] = 3
+    assert "data-action=requeue" in render_live(status)

@@ -326,10 +326,13 @@ def _outbox(status: dict[str, Any]) -> str:
     used = f"{outbox['used_bytes'] / 1048576:.1f} of {outbox['max_bytes'] / 1048576:.0f} MiB"
     rate = outbox.get("send_rate")
     rate_text = f"{rate:.1f} events/s" if isinstance(rate, int | float) else "—"
+    requeue = ""
+    if outbox["dead_letters"]:
+        requeue = " <button type=button data-action=requeue>Requeue dead letters</button>"
     return (
         f"<h2>Outbox and uplink</h2><p>committed {outbox['committed']}"
         f" · delivered {outbox['delivered']} · sending {escape(rate_text)}"
-        f" · dead letters {outbox['dead_letters']} · dropped {escape(dropped)}"
+        f" · dead letters {outbox['dead_letters']}{requeue} · dropped {escape(dropped)}"
         f" · using {escape(used)}</p>{lanes}"
     )
 
@@ -410,14 +413,21 @@ SCRIPT = """
     if (!button) return;
     const action = button.dataset.action;
     const body = {operator: name.value || "status page", reason: ""};
+    let target = "/api/outbox/requeue";
+    let subject = "dead letters";
+    if (button.dataset.alarm !== undefined) {
+      subject = button.dataset.alarm;
+      target = "/api/alarms/" + encodeURIComponent(subject) + "/" + action;
+    }
     if (action === "shelve") {
       body.duration_s = Number(button.previousElementSibling.value);
       body.reason = "shelved from the status page";
     }
+    if (action === "requeue") body.reason = "requeued from the status page";
     button.disabled = true;
     try {
       const answer = await fetch(
-        "/api/alarms/" + encodeURIComponent(button.dataset.alarm) + "/" + action,
+        target,
         {
           method: "POST",
           headers: {
@@ -429,8 +439,8 @@ SCRIPT = """
       );
       const result = await answer.json().catch(() => ({}));
       message.textContent = answer.ok
-        ? button.dataset.alarm + ": " + action + " done"
-        : button.dataset.alarm + ": " + (result.error || "HTTP " + answer.status);
+        ? subject + ": " + action + " done"
+        : subject + ": " + (result.error || "HTTP " + answer.status);
       message.className = answer.ok ? "" : "bad";
     } finally {
       await refresh();
