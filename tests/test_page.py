@@ -14,6 +14,7 @@ from edgeagent.status.page import PAGE_SIZE, View, render, render_live
 from edgeagent.status.recorder import (
     DRAW_POINTS,
     SERIES_MAX_POINTS,
+    SERIES_SLOT_S,
     TRACK_MAX_POINTS,
     Recorder,
     downsample,
@@ -309,3 +310,17 @@ def test_dead_letters_offer_a_requeue_button() -> None:
     status = snapshot()
     status["outbox"]["dead_letters"] = 3
     assert "data-action=requeue" in render_live(status)
+
+
+def test_a_fast_sensor_keeps_one_point_per_slot_and_its_spike() -> None:
+    recorder = Recorder()
+    start = NOW - timedelta(minutes=10)
+    values = [10.0] * 6000
+    values[3001] = 500.0
+    # 10 readings a second for ten minutes.
+    recorder.record(
+        reading("fast", v, start + timedelta(milliseconds=100 * i)) for i, v in enumerate(values)
+    )
+    kept = recorder._series["fast"]
+    assert len(kept) <= 600 / SERIES_SLOT_S + 1
+    assert max(v for _, v in kept) == 500.0

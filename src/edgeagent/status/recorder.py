@@ -15,9 +15,12 @@ from typing import Any
 from edgeagent.events import LOCATION_UPDATE, SENSOR_READING, Event
 
 SERIES_WINDOW_S = 3600.0
-SERIES_MAX_POINTS = 3600
+# One point per slot: a sensor costs at most 720 points (about 75 kB) whatever its rate,
+# and 500 sensors with sparklines stay well under 50 MB on a small gateway.
+SERIES_SLOT_S = 5.0
+SERIES_MAX_POINTS = int(SERIES_WINDOW_S / SERIES_SLOT_S)
 TRACK_MAX_POINTS = 2000
-MAX_SENSORS = 5000
+MAX_SENSORS = 500
 # Points drawn per sparkline and per track: enough for shape, small for a phone.
 DRAW_POINTS = 120
 RATE_WINDOW_S = 60.0
@@ -94,7 +97,14 @@ class Recorder:
                 return
             series = self._series[sensor] = deque(maxlen=SERIES_MAX_POINTS)
         at = event.occurred_at.timestamp()
-        series.append((at, float(value)))
+        point = (at, float(value))
+        if series and at // SERIES_SLOT_S == series[-1][0] // SERIES_SLOT_S:
+            # Same slot: keep the reading furthest from the slot before, so a spike shows.
+            before = series[-2][1] if len(series) > 1 else series[-1][1]
+            if abs(point[1] - before) >= abs(series[-1][1] - before):
+                series[-1] = point
+        else:
+            series.append(point)
         while series and series[0][0] < at - SERIES_WINDOW_S:
             series.popleft()
 
