@@ -30,6 +30,7 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = Path(os.environ.get("EDGEAGENT_ARTIFACTS", REPO / "tests" / "artifacts"))
 SCREENSHOT = ARTIFACTS / "status-page.png"
+PHONE_SCREENSHOT = ARTIFACTS / "status-page-phone.png"
 TOKEN = "browser-test-token-0123456789"
 WAIT_MS = 20_000
 
@@ -147,6 +148,21 @@ def test_page_in_chromium_shows_live_values_and_acknowledges_an_alarm(
 
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Search narrows the lists, and the live refresh keeps the search.
+            page.fill("input[name=q]", "no-such-thing")
+            page.press("input[name=q]", "Enter")
+            expect(page.locator("#live")).to_contain_text("No readings match.", timeout=WAIT_MS)
+            expect(page.locator("#updated")).to_contain_text("live", timeout=WAIT_MS)
+            expect(page.locator("#live")).to_contain_text("No readings match.")
+
+            # Readable on a phone: nothing wider than the screen but the scrolling tables.
+            page.goto(page_url)
+            page.set_viewport_size({"width": 390, "height": 844})
+            expect(sensor.locator(".value")).to_have_text("91", timeout=WAIT_MS)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"page is {width} px wide on a 390 px screen"
+            page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
         finally:
             browser.close()
     assert problems == []

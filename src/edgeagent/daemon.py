@@ -212,7 +212,7 @@ class Daemon:
         if not self._ready:
             log.warning("reload: asked before start-up finished; ignored")
             return
-        self._spawn(self._reload_quietly())
+        self._spawn(self._reload_quietly(), "config-reload")
 
     async def _reload_quietly(self) -> None:
         await self.reload()
@@ -404,7 +404,9 @@ class Daemon:
                     "will redeliver them",
                     SHUTDOWN_COMMIT_S,
                 )
-        await self.drivers.stop_all()
+        # A reload under way finishes first, so it cannot start drivers after this.
+        async with self._reload_lock:
+            await self.drivers.stop_all()
         if not ingest_task.done():
             self.ingest.stop()
             try:
@@ -530,8 +532,8 @@ class Daemon:
             self._reporting_drops = True
             self._spawn(self._report_drops())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name="outbox-report")
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str = "outbox-report") -> None:
+        task = asyncio.create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from edgeagent.clock import Clock
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class Notifier:
     """Sends sd_notify datagrams to $NOTIFY_SOCKET; does nothing when it is unset."""
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
         # A leading '@' names a socket in the abstract namespace.
@@ -30,7 +30,7 @@ class Notifier:
         self._broken = False
 
     @staticmethod
-    def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
+    def _watchdog_interval(env: Mapping[str, str]) -> float | None:
         """WatchdogSec= as seconds, when systemd asked this process for pings."""
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")

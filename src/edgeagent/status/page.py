@@ -464,7 +464,9 @@ th{background:#f3f3f3} .bad{color:#a00;font-weight:bold} .empty{color:#777}
 button,select{font:inherit;margin-right:.3em}
 .cameras{display:flex;flex-wrap:wrap;gap:.8em} .camera{margin:0;max-width:22em}
 .camera img{max-width:100%;display:block} .nosnap{background:#eee;padding:3em 1em}
-svg.spark{color:#36c;display:block}
+svg.spark{color:#36c;display:block} svg.track{max-width:100%;height:auto}
+p,figcaption{overflow-wrap:anywhere} #bar input{min-width:0;max-width:100%}
+#bar form input{flex:1 1 8em}
 """
 
 
