@@ -194,3 +194,20 @@ def test_sighup_reloads_a_running_process(tmp_path: Path, mosquitto: Mosquitto) 
     log_text = "".join(lines)
     assert "restarted gnss/gnss-a" in log_text and "kept gnss/gnss-b, mqtt/mqtt" in log_text
     assert daemon.returncode == 0
+
+
+async def test_changes_outside_the_drivers_wait_for_a_restart(
+    running: tuple[Daemon, Path, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, path, config = running
+    before = {(t.get_name(), id(t)) for t in agent.drivers.tasks()}
+    config["gateway"]["id"] = "renamed"
+    config["alarms"][0]["limit"] = 70
+    write_config(path, config)
+    with caplog.at_level(logging.WARNING):
+        assert await agent.reload()
+    assert {(t.get_name(), id(t)) for t in agent.drivers.tasks()} == before
+    assert agent.settings.gateway.id == "gw"
+    warned = [r.getMessage() for r in caplog.records]
+    assert "reload: 'gateway' changed; it takes effect at the next restart" in warned
+    assert "reload: 'alarms' changed; it takes effect at the next restart" in warned

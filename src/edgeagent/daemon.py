@@ -255,17 +255,19 @@ class Daemon:
                         log.warning(
                             "reload: '%s' changed; it takes effect at the next restart", section
                         )
+                # Only the driver sections apply now; the drivers see the rest as running.
+                merged = self.settings.model_copy(
+                    update={"gnss": settings.gnss, "mqtt": settings.mqtt}
+                )
                 previous = self._mqtt_password
                 self._mqtt_password = password
                 try:
-                    report = await self.drivers.reload(settings)
+                    report = await self.drivers.reload(merged)
                 except ValueError as exc:
                     self._mqtt_password = previous
                     log.error("reload: %s refused, the running configuration stays: %s", path, exc)
                     return False
-                self.settings = self.settings.model_copy(
-                    update={"gnss": settings.gnss, "mqtt": settings.mqtt}
-                )
+                self.settings = merged
                 self._driver_views()
                 apply_module_levels(settings.gateway.log_levels)
                 log.info("reload: %s", report.describe())
