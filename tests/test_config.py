@@ -206,8 +206,18 @@ status:
             "alarm a-h (high 95) lies beyond a-hh (high_high 90)",
         ),
         ("status: {listen: 0.0.0.0}\n", "reachable beyond this machine"),
+        ("status: {listen: 0.0.0.0}\n", "in clear text"),
+        ("status: {listen: 0.0.0.0}\n", "anyone who reaches the port can read the page"),
     ],
-    ids=["no-devices", "no-token", "alarm-on-unknown-sensor", "h-beyond-hh", "open-page"],
+    ids=[
+        "no-devices",
+        "no-token",
+        "alarm-on-unknown-sensor",
+        "h-beyond-hh",
+        "open-page",
+        "open-page-without-tls",
+        "open-page-without-view-token",
+    ],
 )
 def test_check_config_warns_about_likely_mistakes(tmp_path: Path, text: str, warning: str) -> None:
     result = subprocess.run(

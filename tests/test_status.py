@@ -92,8 +92,11 @@ async def test_names_from_devices_are_escaped(
     await eventually(lambda: len(daemon.mqtt.sensors) == 1 if daemon.mqtt else False)
     async with httpx.AsyncClient() as client:
         page = (await client.get(url(daemon, "/"))).text
-    assert "<script>" not in page
+        live = (await client.get(url(daemon, "/live"))).text
+    # The page's one script tag is its own; the sensor's name is text.
+    assert page.count("<script>") == 1 and "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;" in page
+    assert "<script" not in live and "&lt;script&gt;alert(1)&lt;" in live
 
 
 @pytest.mark.parametrize(

@@ -24,16 +24,11 @@ from edgeagent.gnss_tool import add_gnss_commands
 log = logging.getLogger("edgeagent")
 
 
-def setup_logging(level: str) -> None:
-    # Under systemd the journal stamps each line itself; elsewhere we add the time.
-    under_journal = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journal:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
-    # httpx logs every request at info: too loud for an operator's journal.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+def setup_logging(level: str, module_levels: dict[str, str] | None = None) -> None:
+    # Under journald: syslog priority prefixes and no timestamps (see logsetup).
+    from edgeagent.logsetup import configure
+
+    configure(level, module_levels)
 
 
 def _print_config_error(error: ConfigError) -> None:
@@ -55,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc)
         return 2
-    setup_logging(settings.gateway.log_level)
+    setup_logging(settings.gateway.log_level, dict(settings.gateway.log_levels))
     problems, warnings = review(args.config, settings)
     if problems:
         _print_problems(problems)
@@ -64,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("config: %s", warning)
     log.info("configuration %s", args.config)
     try:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, config_path=args.config)
         asyncio.run(daemon.run())
     except StartupError as exc:
         log.error("cannot start: %s", exc)

@@ -214,6 +214,7 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
         (("platform", "api_key"), settings.platform.api_key),
         (("platform", "signing_secret"), settings.platform.signing_secret),
         (("status", "token"), settings.status.token),
+        (("status", "view_token"), settings.status.view_token),
     ]
     if settings.mqtt is not None:
         secrets.append((("mqtt", "password"), settings.mqtt.password))
@@ -243,6 +244,16 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
             f"status.listen is {settings.status.listen}: the page is reachable "
             "beyond this machine; prefer loopback and an SSH tunnel"
         )
+        if settings.status.tls_cert is None:
+            warnings.append(
+                "status.listen is not loopback and no status.tls_cert is set: tokens "
+                "and the page cross the network in clear text"
+            )
+        if settings.status.view_token is None:
+            warnings.append(
+                "status.listen is not loopback and no status.view_token is set: anyone "
+                "who reaches the port can read the page"
+            )
     limits: dict[tuple[str, str], LimitAlarm] = {(a.sensor, a.type): a for a in settings.alarms}
     for sensor_type, outer in (("high", "high_high"), ("low", "low_low")):
         for (sensor, kind), inner in limits.items():

@@ -61,10 +61,10 @@ class _Daemon:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         headers = {}
-        if method != "GET":
-            token = self.token()
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
+        # The action token also opens the page when viewing is protected.
+        token = self.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         url = self.url()
         try:
             response = httpx.request(
@@ -133,7 +133,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  outbox dropped: {dropped}")
     if outbox["dead_letters"]:
         print(f"  dead letters: {outbox['dead_letters']} (edgeagent outbox dead-letters)")
+    _print_fixes_cameras_figures(status)
     return 0
+
+
+def _print_fixes_cameras_figures(status: dict[str, Any]) -> None:
+    """What the page shows beyond the table above, where the daemon has it."""
+    for fix in (status.get("gnss") or {}).get("fixes") or []:
+        print(
+            f"  fix {fix['source']:<16} {fix['lat']:.6f} {fix['lng']:.6f} "
+            f"sats {fix.get('satellites')} hdop {fix.get('hdop')} at {fix.get('at')}"
+        )
+    for camera in status.get("cameras") or []:
+        stream = camera.get("stream") or {}
+        print(
+            f"  camera {camera.get('id')!s:<13} stream {stream.get('state')} "
+            f"{stream.get('fps')} fps, last event {camera.get('last_event')}"
+        )
+    figures = (status.get("alarms") or {}).get("figures") or {}
+    if figures:
+        print("  alarm figures: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    rate = status["outbox"].get("send_rate")
+    if isinstance(rate, int | float):
+        print(f"  sending {rate:.1f} events/s")
 
 
 def cmd_alarm_ack(args: argparse.Namespace) -> int:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import os
 import signal
 import socket
 import sqlite3
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,13 +23,17 @@ from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
+from edgeagent.drivers.registry import DriverRegistry, DriverSpec
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
+from edgeagent.logsetup import apply_module_levels, forget_secret
+from edgeagent.notify import Notifier, Watchdog
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxCorrupt, OutboxError, age_seconds
 from edgeagent.pipeline import Ingest
 from edgeagent.settings import SecretError, Settings
 from edgeagent.status.app import ActionError, build_app
 from edgeagent.status.metrics import render as render_metrics
+from edgeagent.status.recorder import Recorder
 from edgeagent.uplink import Uplink, UplinkCredentials
 
 log = logging.getLogger(__name__)
@@ -59,21 +63,6 @@ def scrub_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def notify_systemd(message: str) -> None:
-    """Send one sd_notify message when systemd asked for them (Type=notify)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        except OSError as exc:
-            log.warning("systemd notify socket unusable: %s", exc)
-
-
 class _Server(uvicorn.Server):
     # The daemon owns SIGTERM/SIGINT and stops the page in its own order.
     @contextlib.contextmanager
@@ -84,8 +73,12 @@ class _Server(uvicorn.Server):
 class Daemon:
     """All the stages of one running gateway, wired together."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, config_path: Path | None = None
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self._reload_lock = asyncio.Lock()
         self.clock = clock or SystemClock()
         self.started_at: datetime | None = None
         self._ready = False
@@ -99,10 +92,15 @@ class Daemon:
         self._ingest_task: asyncio.Task[None] | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self._maintenance_task: asyncio.Task[None] | None = None
-        self._sources: list[asyncio.Task[None]] = []
+        self.drivers = DriverRegistry()
+        self.drivers.kind("gnss", self._gnss_specs)
+        self.drivers.kind("mqtt", self._mqtt_specs)
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
         self._lock: IO[str] | None = None
+        self.notifier = Notifier()
+        self.recorder = Recorder()
+        self._watchdog_task: asyncio.Task[None] | None = None
         self._reporting_drops = False
         self.evaluator: AlarmEvaluator
         self.ingest: Ingest
@@ -116,8 +114,12 @@ class Daemon:
             if settings.mqtt and settings.mqtt.password:
                 mqtt_password = settings.mqtt.password.read().decode()
             self._token = settings.status.token.read() if settings.status.token else None
+            view = settings.status.view_token
+            self._view_token = view.read() if view else None
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
+        for value in (api_key, secret, mqtt_password, self._token, self._view_token):
+            forget_secret(value)
         if not api_key or not secret:
             log.warning(
                 "uplink: no api_key or signing_secret configured; the platform "
@@ -170,29 +172,121 @@ class Daemon:
         self._outbox_reporter = HealthReporter(
             self.outbox_health, self.external_id("outbox"), self.ingest
         )
-        for device in settings.gnss:
-            health = DeviceHealth(device.id, "gnss")
-            self.devices.append(health)
+
+    # -- drivers, by kind; a reload restarts those whose part of the settings changed
+
+    def _gnss_specs(self, settings: Settings) -> list[DriverSpec]:
+        def build(device: Any) -> Callable[[], GnssDriver]:
             external = settings.external_id(device.id, device.external_id)
-            self.gnss.append(GnssDriver(device, external, self.ingest, health, self.clock))
-        if settings.mqtt is not None:
-            health = DeviceHealth("mqtt", "mqtt")
-            self.devices.append(health)
-            self.mqtt = MqttDriver(
-                settings.mqtt,
-                settings.gateway.id,
-                self._mqtt_password,
-                self.ingest,
-                health,
-                self.clock,
-                receive_maximum=settings.outbox.commit_max_events,
+            return lambda: GnssDriver(
+                device, external, self.ingest, DeviceHealth(device.id, "gnss"), self.clock
             )
+
+        return [
+            DriverSpec("gnss", device.id, (device, settings.gateway.id), build(device))
+            for device in settings.gnss
+        ]
+
+    def _mqtt_specs(self, settings: Settings) -> list[DriverSpec]:
+        mqtt = settings.mqtt
+        if mqtt is None:
+            return []
+        password = self._mqtt_password
+        receive_maximum = settings.outbox.commit_max_events
+
+        def build() -> MqttDriver:
+            return MqttDriver(
+                mqtt,
+                settings.gateway.id,
+                password,
+                self.ingest,
+                DeviceHealth("mqtt", "mqtt"),
+                self.clock,
+                receive_maximum=receive_maximum,
+            )
+
+        config = (mqtt, settings.gateway.id, password, receive_maximum)
+        return [DriverSpec("mqtt", "mqtt", config, build)]
+
+    def _hangup(self) -> None:
+        if not self._ready:
+            log.warning("reload: asked before start-up finished; ignored")
+            return
+        self._spawn(self._reload_quietly(), "config-reload")
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the configuration file again and restart the drivers whose settings
+        changed; the outbox, the uplink and the alarm states carry on untouched. A file
+        with errors is refused and the running configuration stays."""
+        from edgeagent.configfile import ConfigError, load_settings, review
+
+        async with self._reload_lock:
+            path = self.config_path
+            if path is None:
+                log.warning("reload: no configuration file to read again; ignored")
+                return False
+            self.notifier.send(RELOADING="1", STATUS=f"reloading {path}")
+            try:
+                try:
+                    settings = load_settings(path)
+                    problems, _ = review(path, settings)
+                except ConfigError as exc:
+                    problems = exc.problems
+                if problems:
+                    log.error(
+                        "reload: %s refused, the running configuration stays: %s",
+                        path,
+                        "; ".join(str(p) for p in problems),
+                    )
+                    return False
+                try:
+                    password = None
+                    if settings.mqtt and settings.mqtt.password:
+                        password = settings.mqtt.password.read().decode()
+                        forget_secret(password)
+                except SecretError as exc:
+                    log.error("reload: %s refused, the running configuration stays: %s", path, exc)
+                    return False
+                for section in ("gateway", "platform", "outbox", "uplink", "status", "alarms"):
+                    if getattr(settings, section) != getattr(self.settings, section):
+                        log.warning(
+                            "reload: '%s' changed; it takes effect at the next restart", section
+                        )
+                # Only the driver sections apply now; the drivers see the rest as running.
+                merged = self.settings.model_copy(
+                    update={"gnss": settings.gnss, "mqtt": settings.mqtt}
+                )
+                previous = self._mqtt_password
+                self._mqtt_password = password
+                try:
+                    report = await self.drivers.reload(merged)
+                except ValueError as exc:
+                    self._mqtt_password = previous
+                    log.error("reload: %s refused, the running configuration stays: %s", path, exc)
+                    return False
+                self.settings = merged
+                self._driver_views()
+                apply_module_levels(settings.gateway.log_levels)
+                log.info("reload: %s", report.describe())
+                return True
+            finally:
+                self.notifier.send(READY="1", STATUS=self.summary())
+
+    def _driver_views(self) -> None:
+        """Point the daemon's shortcuts at the drivers now running."""
+        self.gnss = self.drivers.drivers("gnss")
+        self.mqtt = self.drivers.get("mqtt", "mqtt")
+        self.devices = [self.outbox_health, *self.drivers.healths()]
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         # The daemon runs on the main thread's loop on Linux, where both always work.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         try:
             await self._build()
             failure: BaseException | None = None
@@ -202,7 +296,7 @@ class Daemon:
             finally:
                 await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self._page_socket is not None:
                 self._page_socket.close()
@@ -226,11 +320,8 @@ class Daemon:
             self._maintain_outbox(), name="outbox-maintenance"
         )
         self.uplink.notify()
-        self._sources = [
-            asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss
-        ]
-        if self.mqtt is not None:
-            self._sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+        self.drivers.start(settings)
+        self._driver_views()
         if self.outbox.salvage is not None:
             await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
             if self.outbox.salvage.alarm_state_lost:
@@ -249,17 +340,35 @@ class Daemon:
             "MQTT" if self.mqtt else "no MQTT",
             scrub_url(self.uplink.url),
         )
-        notify_systemd("READY=1\nSTATUS=running")
+        self.notifier.send(READY="1", STATUS=self.summary())
+        watchdog = Watchdog(self.notifier, self.ingest, self.clock, self.summary)
+        self._watchdog_task = asyncio.create_task(watchdog.run(), name="systemd-watchdog")
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
         stages = [self._ingest_task, self._uplink_task, self._maintenance_task]
-        watched = [task for task in stages if task is not None] + self._sources
+        watched = [task for task in stages if task is not None]
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
+        driver_task = asyncio.create_task(self.drivers.wait_failure(), name="driver-watch")
+        done, _ = await asyncio.wait(
+            [stop_task, driver_task, *watched], return_when=asyncio.FIRST_COMPLETED
+        )
         stop_task.cancel()
+        driver_task.cancel()
         failure: BaseException | None = None
         for task in done:
+            if task is driver_task:
+                ended = driver_task.result()
+                if ended.cause is None:
+                    continue
+                failure = ended.cause
+                log.error(
+                    "%s stopped unexpectedly: %s: %s",
+                    ended.name,
+                    type(ended.cause).__name__,
+                    ended.cause,
+                )
+                continue
             if task is stop_task or task.cancelled() or task.exception() is None:
                 continue
             failure = task.exception()
@@ -276,8 +385,11 @@ class Daemon:
         # close, sending stops, and the store closes last. A commit that cannot finish
         # (a full disk) gets a deadline: its sources were not acknowledged and redeliver.
         log.info("stopping")
-        notify_systemd("STOPPING=1")
+        self.notifier.send(STOPPING="1", STATUS="stopping")
         self._ready = False
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
         ingest_task = self._ingest_task
         if ingest_task is None or self._uplink_task is None or self._maintenance_task is None:
             await self.outbox.close()
@@ -294,9 +406,9 @@ class Daemon:
                     "will redeliver them",
                     SHUTDOWN_COMMIT_S,
                 )
-        for task in self._sources:
-            task.cancel()
-        await asyncio.gather(*self._sources, return_exceptions=True)
+        # A reload under way finishes first, so it cannot start drivers after this.
+        async with self._reload_lock:
+            await self.drivers.stop_all()
         if not ingest_task.done():
             self.ingest.stop()
             try:
@@ -347,7 +459,7 @@ class Daemon:
 
     async def _start_page(self) -> asyncio.Task[None]:
         status = self.settings.status
-        app = build_app(self, self._token, status.listen)
+        app = build_app(self, self._token, status.listen, view_token=self._view_token)
         config = uvicorn.Config(
             app,
             host=status.listen,
@@ -355,7 +467,13 @@ class Daemon:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ssl_certfile=status.tls_cert,
+            ssl_keyfile=status.tls_key,
         )
+        try:
+            config.load()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"status page TLS certificate or key unusable: {exc}") from exc
         self.server = _Server(config)
         task = asyncio.create_task(
             self.server.serve(sockets=[self._page_socket] if self._page_socket else None),
@@ -366,7 +484,8 @@ class Daemon:
                 await task
                 raise StartupError(f"status page cannot listen on {status.listen}:{status.port}")
             await asyncio.sleep(0.05)
-        log.info("status page on http://%s:%d/", status.listen, self.page_port())
+        scheme = "https" if status.tls_cert else "http"
+        log.info("status page on %s://%s:%d/", scheme, status.listen, self.page_port())
         return task
 
     def page_port(self) -> int:
@@ -376,6 +495,7 @@ class Daemon:
         return int(sockets[0].getsockname()[1]) if sockets else self.settings.status.port
 
     def _committed(self, events: list[Event]) -> None:
+        self.recorder.record(events)
         self.uplink.notify()
         self._check_drops()
 
@@ -414,8 +534,8 @@ class Daemon:
             self._reporting_drops = True
             self._spawn(self._report_drops())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name="outbox-report")
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str = "outbox-report") -> None:
+        task = asyncio.create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -449,6 +569,18 @@ class Daemon:
         finally:
             self._reporting_drops = False
 
+    def summary(self) -> str:
+        """One line for `systemctl status`: devices, alarms, outbox, uplink."""
+        online = sum(1 for d in self.devices if d.status == ONLINE)
+        active = len(self.evaluator.active())
+        paused = [lane for lane, info in self.uplink.lane_status().items() if info["paused"]]
+        uplink = f"paused ({', '.join(paused)})" if paused else "ok"
+        return (
+            f"{online}/{len(self.devices)} devices online, {active} alarms active, "
+            f"outbox {self.outbox.committed} committed {self.outbox.delivered} delivered, "
+            f"uplink {uplink}"
+        )
+
     # -- StatusSource
 
     async def status(self) -> dict[str, Any]:
@@ -474,6 +606,22 @@ class Daemon:
             "devices": [d.snapshot() for d in self.devices],
             "sensors": sensors,
             "alarms": {"active": self.evaluator.active(), "configured": len(self.settings.alarms)},
+            "gnss": {
+                "fixes": [
+                    {
+                        "source": fix.source,
+                        "at": format_time(fix.at),
+                        "lat": fix.lat,
+                        "lng": fix.lng,
+                        "satellites": fix.satellites,
+                        "hdop": fix.hdop,
+                        "fix_quality": fix.fix_quality,
+                    }
+                    for fix in self.recorder.fixes.values()
+                ],
+                "track": self.recorder.track(),
+            },
+            "series": self.recorder.series(now),
             "outbox": {
                 "depth": stats.depth,
                 "oldest_age_s": {
@@ -482,6 +630,7 @@ class Daemon:
                 "dead_letters": stats.dead_letters,
                 "committed": stats.committed,
                 "delivered": stats.delivered,
+                "send_rate": self.recorder.delivery_rate(self.clock.monotonic(), stats.delivered),
                 "dropped": stats.dropped,
                 "used_bytes": stats.used_bytes,
                 "max_bytes": stats.max_bytes,

@@ -61,6 +61,8 @@ class Ingest:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_group * 4)
         self.commit_failing: str | None = None
         self.clock_unsynchronised = False
+        # Monotonic time the writer took work it has not finished yet; None while idle.
+        self._busy_since: float | None = None
 
     def received_at(self) -> datetime:
         return self._clock.now()
@@ -81,6 +83,16 @@ class Ingest:
         await self._queue.put(_Item(action=action, future=future))
         return await future
 
+    def stalled_for(self) -> float:
+        """Seconds the writer has held one group without a commit attempt ending (0 idle).
+
+        A commit that fails and is retried counts as movement: the writer is alive and
+        says so on the page; only one that never returns counts as stuck.
+        """
+        if self._busy_since is None:
+            return 0.0
+        return max(0.0, self._clock.monotonic() - self._busy_since)
+
     def stop(self) -> None:
         """Ask `run` to commit what is queued and return (a no-op when the queue is full:
         the caller's deadline then ends `run`, and uncommitted sources redeliver)."""
@@ -97,11 +109,13 @@ class Ingest:
             if first is None:
                 self._queue.task_done()
                 return
+            self._busy_since = self._clock.monotonic()
             group = [first]
             stopping = self._fill(group)
             if not stopping:
                 stopping = await self._linger(group)
             await self._commit(group)
+            self._busy_since = None
             for _ in range(len(group) + (1 if stopping else 0)):
                 self._queue.task_done()
             if stopping:
@@ -168,6 +182,7 @@ class Ingest:
                     log.error("outbox: cannot commit, holding %d events: %s", len(events), exc)
                 self.commit_failing = str(exc)
                 await self._clock.sleep(delay)
+                self._busy_since = self._clock.monotonic()
                 delay = min(delay * 2, 30.0)
         if self.commit_failing is not None:
             log.warning("outbox: commits succeed again")

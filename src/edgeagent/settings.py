@@ -96,6 +96,10 @@ class GatewaySettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the daemon's own messages"
     )
+    log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(
+        default_factory=dict,
+        description="Levels of single loggers by name, e.g. edgeagent.drivers.mqtt: debug",
+    )
 
 
 class PlatformSettings(Section):
@@ -190,6 +194,17 @@ class StatusSettings(Section):
     token: SecretRef | None = Field(
         None, description="Bearer token for operator actions; actions are refused without one"
     )
+    view_token: SecretRef | None = Field(
+        None, description="Token asked before showing the page (HTTP Basic password or bearer)"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> StatusSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both 'tls_cert' and 'tls_key', or neither")
+        return self
 
 
 class GnssDevice(Section):

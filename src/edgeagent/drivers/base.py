@@ -53,6 +53,7 @@ class DeviceHealth:
     messages: int = 0
     errors: int = 0
     last_error: str | None = None
+    since: datetime | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class DeviceHealth:
             "messages": self.messages,
             "errors": self.errors,
             "last_error": self.last_error,
+            "since": format_time(self.since) if self.since else None,
         }
 
 
@@ -85,6 +87,7 @@ class HealthReporter:
         if status == old and not first:
             return
         self.health.status = status
+        self.health.since = self._sink.received_at()
         if status == ONLINE:
             log.info("%s: %s (%s)", self.health.device_id, status, reason)
         else:

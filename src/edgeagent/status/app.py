@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from edgeagent.events import printable
 from edgeagent.settings import is_loopback
-from edgeagent.status.page import render
+from edgeagent.status.guard import PAGE_HEADERS, ViewGuard, cross_site
+from edgeagent.status.page import FAVICON, View, render, render_live
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,19 @@ class _Api:
         self.source = source
         self.token = token
 
+    def view(self, request: Request) -> View:
+        return View.from_params(request.query_params, can_shelve=hasattr(self.source, "shelve"))
+
     async def page(self, request: Request) -> Response:
-        return HTMLResponse(render(await self.source.status()))
+        html = render(await self.source.status(), self.view(request))
+        return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    async def favicon(self, request: Request) -> Response:
+        return Response(FAVICON, media_type="image/svg+xml")
+
+    async def live(self, request: Request) -> Response:
+        html = render_live(await self.source.status(), self.view(request))
+        return HTMLResponse(html, headers=PAGE_HEADERS)
 
     async def status_json(self, request: Request) -> Response:
         return JSONResponse(await self.source.status())
@@ -87,6 +99,10 @@ class _Api:
         return JSONResponse({"actions": await self.source.actions()})
 
     def authorise(self, request: Request) -> None:
+        # Another site's page must not act through an operator's browser (CSRF).
+        refusal = cross_site(request)
+        if refusal is not None:
+            raise ActionError(403, refusal)
         if self.token is None:
             raise ActionError(403, "operator actions are disabled: no status.token configured")
         given = request.headers.get("Authorization", "")
@@ -182,17 +198,26 @@ class _Api:
         return JSONResponse({"retrying": True})
 
 
-def build_app(source: StatusSource, token: bytes | None, listen: str = "127.0.0.1") -> Starlette:
+def build_app(
+    source: StatusSource,
+    token: bytes | None,
+    listen: str = "127.0.0.1",
+    view_token: bytes | None = None,
+) -> Starlette:
     api = _Api(source, token)
     middleware = []
     if is_loopback(listen):
         # Bound to loopback: only requests addressed to loopback are served, so a web page
         # cannot read the status through DNS rebinding.
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=_LOOPBACK_NAMES))
+    if view_token is not None:
+        middleware.append(Middleware(ViewGuard, view_token=view_token, action_token=token))
     return Starlette(
         middleware=middleware,
         routes=[
             Route("/", api.page),
+            Route("/live", api.live),
+            Route("/favicon.svg", api.favicon),
             Route("/status.json", api.status_json),
             Route("/healthz", api.healthz),
             Route("/readyz", api.readyz),

@@ -113,6 +113,20 @@ class _Snapshot(Collector):
         for priority, count in by_priority.items():
             alarms.add_metric([priority], count)
         yield alarms
+        # The alarm evaluator's performance figures (ISA 18.2 rates), where it gives them.
+        figures = GaugeMetricFamily(
+            "edgeagent_alarm_figure", "Alarm performance figures", labels=["figure"]
+        )
+        for name, value in (status["alarms"].get("figures") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                figures.add_metric([str(name)], value)
+        yield figures
+        rate = status["outbox"].get("send_rate")
+        yield GaugeMetricFamily(
+            "edgeagent_uplink_send_rate",
+            "Events delivered per second over about the last minute",
+            value=rate if isinstance(rate, int | float) else 0.0,
+        )
         yield GaugeMetricFamily(
             "edgeagent_clock_unsynchronised",
             "1 while the wall clock is plainly unset",
