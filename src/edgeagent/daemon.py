@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from edgeagent import __version__
-from edgeagent.alarms import AlarmEvaluator, UnknownAlarm
+from edgeagent.alarms import ActionRefused, AlarmEvaluator, InvalidAction, UnknownAlarm
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # Two waits in a row at stop; together well inside the unit's TimeoutStopSec=30.
 SHUTDOWN_COMMIT_S = 10
 MAINTENANCE_INTERVAL_S = 1.0
+ALARM_TICK_S = 1.0
 
 
 class StartupError(Exception):
@@ -99,6 +100,7 @@ class Daemon:
         self._ingest_task: asyncio.Task[None] | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self._maintenance_task: asyncio.Task[None] | None = None
+        self._alarm_timer_task: asyncio.Task[None] | None = None
         self._sources: list[asyncio.Task[None]] = []
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
@@ -147,7 +149,13 @@ class Daemon:
             raise StartupError(f"cannot open the outbox {self.outbox.path}: {exc}") from exc
         self.started_at = self.clock.now()
         saved = await self.outbox.alarm_states()
-        self.evaluator = AlarmEvaluator(settings.alarms, self.external_id, saved)
+        self.evaluator = AlarmEvaluator(
+            settings.alarms,
+            self.external_id,
+            saved,
+            clock=self.clock,
+            management=settings.alarm_management,
+        )
         self.uplink = Uplink(
             self.outbox,
             settings.platform,
@@ -226,6 +234,7 @@ class Daemon:
             self._maintain_outbox(), name="outbox-maintenance"
         )
         self.uplink.notify()
+        self._alarm_timer_task = asyncio.create_task(self._alarm_timers(), name="alarm-timers")
         self._sources = [
             asyncio.create_task(d.run(), name=f"gnss-{d.device.id}") for d in self.gnss
         ]
@@ -278,6 +287,10 @@ class Daemon:
         log.info("stopping")
         notify_systemd("STOPPING=1")
         self._ready = False
+        # Alarm timers go first: their actions need the writer, which stops below.
+        if self._alarm_timer_task is not None:
+            self._alarm_timer_task.cancel()
+            await asyncio.gather(self._alarm_timer_task, return_exceptions=True)
         ingest_task = self._ingest_task
         if ingest_task is None or self._uplink_task is None or self._maintenance_task is None:
             await self.outbox.close()
@@ -379,6 +392,13 @@ class Daemon:
         self.uplink.notify()
         self._check_drops()
 
+    async def _alarm_timers(self) -> None:
+        """Once a second: shelve expiry, staleness, suppression release and re-alarm, each
+        committed with the state it changes, in order with the readings."""
+        while True:
+            await self.clock.sleep(ALARM_TICK_S)
+            await self.ingest.act(lambda: (self.evaluator.tick(self.clock.now()), None))
+
     async def _maintain_outbox(self) -> None:
         """Once a second: age and byte bounds applied even when nothing is committed."""
         while True:
@@ -473,7 +493,11 @@ class Daemon:
             "now": format_time(now),
             "devices": [d.snapshot() for d in self.devices],
             "sensors": sensors,
-            "alarms": {"active": self.evaluator.active(), "configured": len(self.settings.alarms)},
+            "alarms": {
+                "active": self.evaluator.active(),
+                "configured": len(self.settings.alarms),
+                "figures": self.evaluator.figures_now(),
+            },
             "outbox": {
                 "depth": stats.depth,
                 "oldest_age_s": {
@@ -524,6 +548,49 @@ class Daemon:
             )
             log.info("%s: acknowledged by %s (%s)", alarm_id, operator, reason or "no reason")
         return result
+
+    async def alarm_action(
+        self, alarm_id: str, action: str, operator: str, reason: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Shelve, unshelve, remove, restore or reset an alarm, committed with its event
+        and journaled with who and why."""
+
+        def act() -> tuple[list[Event], Any]:
+            event = self.evaluator.act(
+                action,
+                alarm_id,
+                operator,
+                self.clock.now(),
+                reason,
+                duration_s=options.get("duration_s"),
+                one_shot=bool(options.get("one_shot", False)),
+            )
+            row = self.evaluator.row(alarm_id)
+            return ([event] if event else []), {
+                "alarm": alarm_id,
+                "action": action,
+                "state": row["state"],
+                "changed": event is not None,
+            }
+
+        try:
+            result: dict[str, Any] = await self.ingest.act(act)
+        except UnknownAlarm as exc:
+            raise ActionError(404, f"no alarm {alarm_id!r} is configured") from exc
+        except ActionRefused as exc:
+            raise ActionError(409, str(exc)) from exc
+        except InvalidAction as exc:
+            raise ActionError(400, str(exc)) from exc
+        if result["changed"]:
+            await self.outbox.record_action(self.clock.now(), operator, action, alarm_id, reason)
+            log.info("%s: %s by %s (%s)", alarm_id, action, operator, reason or "no reason")
+        return result
+
+    async def alarms_view(self) -> dict[str, Any]:
+        return {
+            "alarms": self.evaluator.all_rows(),
+            "figures": self.evaluator.figures_now(),
+        }
 
     async def actions(self) -> list[dict[str, str]]:
         return await self.outbox.actions()

@@ -435,8 +435,8 @@ class AlarmEvaluator:
         self._emit(alarm, "alarm.cleared", occurred_at, evaluated_at, events)
         if state.shelved and state.shelve_one_shot:
             # A one-shot shelve lasts for one episode only.
-            state.shelved = False
-            state.shelve_one_shot = False
+            self._clear_shelve(alarm.id)
+            self._back_in_view(alarm.id)
             self._emit(alarm, "alarm.unshelved", occurred_at, evaluated_at, events)
 
     # -- suppression by design
@@ -668,7 +668,6 @@ class AlarmEvaluator:
             events,
             {"operator": operator, "comment": reason, **(extra or {})},
         )
-        log.info("%s: %s by %s (%s)", alarm.id, kind, operator, reason or "no reason given")
         return events[0]
 
     # -- events and views
