@@ -1,0 +1,97 @@
+"""Timers on elapsed time: shelve expiry that a clock step cannot move, and the figures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from edgeagent.alarms import AlarmEvaluator
+from edgeagent.alarms.config import LimitAlarm
+from edgeagent.clock import ManualClock
+
+HIGH = LimitAlarm.model_validate(
+    {"id": "a", "sensor": "t", "type": "high", "limit": 80, "priority": "high"}
+)
+
+
+def evaluator(
+    clock: ManualClock, saved: dict[str, dict[str, object]] | None = None
+) -> AlarmEvaluator:
+    return AlarmEvaluator([HIGH], lambda s: f"gw/{s}", saved, clock=clock)
+
+
+def read(ev: AlarmEvaluator, clock: ManualClock, value: float) -> list[str]:
+    return [e.type for e in ev.on_reading("t", value, clock.now(), clock.now())]
+
+
+async def test_a_clock_step_neither_ends_nor_stretches_a_shelve() -> None:
+    clock = ManualClock()
+    ev = evaluator(clock)
+    read(ev, clock, 90)
+    ev.shelve("a", "ana", clock.now(), duration_s=600)
+    clock.step_wall(7200)  # NTP jumps two hours ahead
+    assert ev.tick(clock.now()) == []
+    clock.step_wall(-86400)  # and a day back
+    await clock.advance(599)
+    assert ev.tick(clock.now()) == []
+    await clock.advance(1)
+    [expired] = ev.tick(clock.now())
+    assert expired.type == "alarm.unshelved" and expired.data["state"] == "unacknowledged"
+
+
+async def test_a_shelve_survives_a_restart_with_the_time_it_had_left() -> None:
+    clock = ManualClock()
+    ev = evaluator(clock)
+    read(ev, clock, 90)
+    ev.shelve("a", "ana", clock.now(), duration_s=600)
+    ev.take_dirty()
+    await clock.advance(400)
+    ev.tick(clock.now())  # a running shelve saves its progress now and then
+    saved = ev.take_dirty()
+    assert 199 <= saved["a"]["shelve_left_s"] <= 200
+
+    later = ManualClock(clock.now() + timedelta(hours=5))
+    restarted = evaluator(later, saved)
+    assert read(restarted, later, 95) == []
+    await later.advance(199)
+    assert restarted.tick(later.now()) == []
+    await later.advance(1)
+    assert [e.type for e in restarted.tick(later.now())] == ["alarm.unshelved"]
+
+
+async def test_flood_chattering_fleeting_and_the_priority_mix() -> None:
+    clock = ManualClock()
+    ev = evaluator(clock)
+    for _ in range(11):
+        read(ev, clock, 90)
+        await clock.advance(0.5)
+        read(ev, clock, 50)
+        await clock.advance(10)
+    figures = ev.figures_now()
+    assert figures["annunciated_10min"] == 11
+    assert figures["in_flood"] is True
+    assert figures["chattering"] == ["a"]
+    assert figures["fleeting_day"] == 11
+    assert figures["top_ten"] == [{"id": "a", "count": 11}]
+    assert figures["priority_mix"] == {"high": 1.0}
+    await clock.advance(600)
+    figures = ev.figures_now()
+    assert figures["in_flood"] is False and figures["chattering"] == []
+    assert figures["annunciated_hour"] == 11
+    # In flood from the 11th annunciation until it left the 10-minute window.
+    assert 0.3 < figures["flood_time_share"] < 0.9
+
+
+async def test_ten_in_ten_minutes_is_no_flood_and_a_day_active_is_stale() -> None:
+    clock = ManualClock()
+    ev = evaluator(clock)
+    for _ in range(10):
+        read(ev, clock, 90)
+        await clock.advance(5)
+        read(ev, clock, 50)
+        await clock.advance(5)
+    assert ev.figures_now()["in_flood"] is False
+    assert ev.figures_now()["fleeting_day"] == 0
+    read(ev, clock, 90)
+    await clock.advance(86401)
+    assert ev.figures_now()["stale"] == ["a"]
+    assert ev.figures_now()["annunciated_day"] == 0  # the trigger is a day and a second old
