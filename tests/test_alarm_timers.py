@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 from edgeagent.alarms import AlarmEvaluator
@@ -95,3 +96,38 @@ async def test_ten_in_ten_minutes_is_no_flood_and_a_day_active_is_stale() -> Non
     await clock.advance(86401)
     assert ev.figures_now()["stale"] == ["a"]
     assert ev.figures_now()["annunciated_day"] == 0  # the trigger is a day and a second old
+
+
+class _Reading(float):
+    """A float the fast path does not recognise, so every reading takes the full path."""
+
+
+def test_the_fast_path_decides_exactly_as_the_full_path() -> None:
+    """Readings inside the quiet band skip the state machine; the events must not differ."""
+    config = [
+        LimitAlarm.model_validate(
+            {"id": f"t-{kind}", "sensor": "t", "type": kind, "limit": limit, "deadband": 1.5}
+        )
+        for kind, limit in (("low_low", 10), ("low", 20), ("high", 80), ("high_high", 90))
+    ]
+    rng = random.Random(7)
+    start = ManualClock().now()
+    stream = []
+    level = 50.0
+    for second in range(3000):
+        level = min(max(level + rng.gauss(0, 4), 0.0), 100.0)
+        # One reading in twenty arrives late, with an older source time.
+        late = rng.random() < 0.05
+        stream.append((start + timedelta(seconds=second - (30 if late else 0)), level))
+
+    def events(wrap: type[float]) -> list[tuple[str, str, str]]:
+        ev = AlarmEvaluator(config, lambda s: s)
+        return [
+            (e.type, e.source, e.data["state"])
+            for moment, value in stream
+            for e in ev.on_reading("t", wrap(value), moment, moment)
+        ]
+
+    fast = events(float)
+    assert len(fast) > 50
+    assert fast == events(_Reading)

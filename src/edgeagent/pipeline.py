@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,7 +212,7 @@ class Ingest:
             for event in events
         ]
 
-    def _evaluate(self, reading: Event) -> list[Event]:
+    def _evaluate(self, reading: Event) -> Sequence[Event]:
         data = reading.data
         sensor_id = str(data.get("sensorId", reading.source))
         if not self._evaluator.watches(sensor_id):

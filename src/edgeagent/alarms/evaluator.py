@@ -149,15 +149,12 @@ class AlarmEvaluator:
         # The reading (or device status) being judged, recorded with a transition.
         self._current_value: Any = None
         self._device_offline: dict[str, bool] = {}
-        self._escalation = {
-            a.id: [
-                b
-                for b in ordered
-                if b.sensor == a.sensor
-                and (a.type, b.type) in (("high", "high_high"), ("low", "low_low"))
-            ]
-            for a in alarms
-        }
+        # H and L name the HH and LL of their own sensor, whose activity escalates them.
+        self._escalation: dict[str, list[LimitAlarm]] = {}
+        for point in self._points.values():
+            for a in point.alarms:
+                outer = {"high": "high_high", "low": "low_low"}.get(a.type)
+                self._escalation[a.id] = [b for b in point.alarms if b.type == outer]
 
         now = self._clock.monotonic()
         self.states: dict[str, AlarmState] = {}
@@ -205,20 +202,21 @@ class AlarmEvaluator:
         source_time: datetime,
         evaluated_at: datetime,
         quality: Any = None,
-    ) -> list[Event]:
+    ) -> Sequence[Event]:
         point = self._points.get(sensor_id)
         if point is None:
-            return []
-        # Fast path: a good number inside the quiet band of alarms that are all at rest.
-        if (
-            point.fast
-            and type(value) is float
-            and point.low <= value <= point.high
-            and quality != "bad"
-            and (point.last_time is None or source_time >= point.last_time)
-        ):
-            point.last_time = source_time
-            return []
+            return ()
+        # Fast path: a number inside the quiet band of alarms that are all at rest changes
+        # nothing but the sensor's latest time. Every reading passes here, so it answers
+        # with a shared empty tuple rather than a new list.
+        # A point with an alarm away from rest has an empty band, so one comparison of the
+        # value decides. A bad-quality flag on an in-band value needs no look either: it
+        # would hold the state, and at rest that changes nothing.
+        if type(value) is float and point.low <= value <= point.high:
+            last = point.last_time
+            if last is None or source_time >= last:
+                point.last_time = source_time
+                return ()
         return self._judge(point, sensor_id, value, quality, source_time, evaluated_at)
 
     def on_device_status(
@@ -768,7 +766,7 @@ class AlarmEvaluator:
             else:
                 low = max(low, limit)
         point.fast = fast and not point.feeds_suppression
-        point.low, point.high = low, high
+        point.low, point.high = (low, high) if point.fast else (math.inf, -math.inf)
 
     def active(self) -> list[dict[str, Any]]:
         """Alarms that are not in normal, for the status page."""
