@@ -131,3 +131,28 @@ def test_the_fast_path_decides_exactly_as_the_full_path() -> None:
     fast = events(float)
     assert len(fast) > 50
     assert fast == events(_Reading)
+
+
+def test_editing_priority_and_message_keeps_the_state() -> None:
+    clock = ManualClock()
+    first = evaluator(clock)
+    read(first, clock, 90)
+    first.acknowledge("a", "ana", clock.now())
+    saved = first.take_dirty()
+    edited = LimitAlarm.model_validate(
+        {
+            "id": "a",
+            "sensor": "t",
+            "type": "high",
+            "limit": 80,
+            "priority": "critical",
+            "message": "Tank nearly full",
+        }
+    )
+    second = AlarmEvaluator([edited], lambda s: s, saved, clock=clock)
+    assert second.states["a"].state == "acknowledged"
+    assert read(second, clock, 95) == []
+    [cleared] = second.on_reading("t", 50.0, clock.now(), clock.now())
+    assert cleared.data["priority"] == "critical"
+    assert cleared.data["message"] == "Tank nearly full"
+    assert cleared.data["occurrenceId"] == saved["a"]["occurrence_id"]
