@@ -156,3 +156,24 @@ def test_editing_priority_and_message_keeps_the_state() -> None:
     assert cleared.data["priority"] == "critical"
     assert cleared.data["message"] == "Tank nearly full"
     assert cleared.data["occurrenceId"] == saved["a"]["occurrence_id"]
+
+
+async def test_a_tick_is_due_only_when_a_timer_runs_out() -> None:
+    """An idle second costs the daemon no commit; a shelve's end or its progress does."""
+    clock = ManualClock()
+    ev = evaluator(clock)
+    await clock.advance(5)
+    assert not ev.due()
+    ev.shelve("a", "ana", clock.now(), duration_s=100)
+    ev.take_dirty()
+    await clock.advance(10)
+    assert not ev.due()
+    await clock.advance(25)
+    assert ev.due()  # time to save what the shelve has left
+    ev.tick(clock.now())
+    ev.take_dirty()
+    assert not ev.due()
+    await clock.advance(65)
+    assert ev.due()
+    assert [e.type for e in ev.tick(clock.now())] == ["alarm.unshelved"]
+    assert not ev.due()

@@ -397,7 +397,8 @@ class Daemon:
         committed with the state it changes, in order with the readings."""
         while True:
             await self.clock.sleep(ALARM_TICK_S)
-            await self.ingest.act(lambda: (self.evaluator.tick(self.clock.now()), None))
+            if self.evaluator.due():
+                await self.ingest.act(lambda: (self.evaluator.tick(self.clock.now()), None))
 
     async def _maintain_outbox(self) -> None:
         """Once a second: age and byte bounds applied even when nothing is committed."""

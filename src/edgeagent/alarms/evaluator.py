@@ -209,11 +209,9 @@ class AlarmEvaluator:
         if point is None:
             return ()
         # Fast path: a number inside the quiet band of alarms that are all at rest changes
-        # nothing but the sensor's latest time. Every reading passes here, so it answers
-        # with a shared empty tuple rather than a new list.
-        # A point with an alarm away from rest has an empty band, so one comparison of the
-        # value decides. A bad-quality flag on an in-band value needs no look either: it
-        # would hold the state, and at rest that changes nothing.
+        # nothing but the sensor's latest time, and answers with a shared empty tuple. A
+        # point with an alarm away from rest has an empty band. A bad-quality flag on an
+        # in-band value needs no look either: it holds the state, and at rest that is all.
         if type(value) is float and point.low <= value <= point.high:
             last = point.last_time
             if last is None or source_time >= last:
@@ -293,6 +291,18 @@ class AlarmEvaluator:
             if release is not None:
                 due.append(release)
         return min(due) if due else None
+
+    def due(self) -> bool:
+        """Whether a tick now would do anything, so that an idle second costs no commit."""
+        mono = self._clock.monotonic()
+        deadline = self.next_deadline()
+        if deadline is not None and deadline <= mono:
+            return True
+        return any(
+            mono - self._runtime[alarm_id].shelve_saved >= _SHELVE_SAVE_S
+            for alarm_id in self._shelved
+            if self._runtime[alarm_id].shelve_ends is not None
+        )
 
     def _with_timers(self) -> list[str]:
         """The alarms a tick must look at: stale and re-alarm ones, and those shelved; a
