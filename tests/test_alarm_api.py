@@ -305,3 +305,14 @@ async def test_the_alarms_command_lists_and_acts(running: Running, tmp_path: Pat
     assert "annunciated: 1 in 10 min" in listing.stdout
     assert ack.returncode == 0
     assert unknown.returncode == 1 and "no alarm 'nope'" in unknown.stderr
+
+
+async def test_a_shelve_expires_in_the_running_daemon(running: Running) -> None:
+    """The daemon's timer ends the shelve and annunciates the still active alarm again."""
+    await running.reading(95)
+    await running.post("tank-h", "shelve", {"operator": "ana", "duration_s": 1})
+    states = running.agent.evaluator.states
+    await eventually(lambda: states["tank-h"].state == "unacknowledged", timeout=10)
+    batch = await running.agent.outbox.next_batch("alarm", 100, 10**6)
+    [expired] = [json.loads(b.body) for b in batch if b.type == "alarm.unshelved"]
+    assert expired["data"]["expired"] is True

@@ -262,7 +262,12 @@ class Daemon:
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
-        stages = [self._ingest_task, self._uplink_task, self._maintenance_task]
+        stages = [
+            self._ingest_task,
+            self._uplink_task,
+            self._maintenance_task,
+            self._alarm_timer_task,
+        ]
         watched = [task for task in stages if task is not None] + self._sources
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
