@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 
 from edgeagent.alarms import AlarmEvaluator
-from edgeagent.alarms.config import LimitAlarm
+from edgeagent.alarms.config import AlarmManagement, LimitAlarm
 from edgeagent.clock import ManualClock
 
 HIGH = LimitAlarm.model_validate(
@@ -176,4 +176,38 @@ async def test_a_tick_is_due_only_when_a_timer_runs_out() -> None:
     await clock.advance(65)
     assert ev.due()
     assert [e.type for e in ev.tick(clock.now())] == ["alarm.unshelved"]
+    assert not ev.due()
+
+
+async def test_a_flood_defers_low_priority_annunciation_but_not_high() -> None:
+    clock = ManualClock()
+    config = [
+        LimitAlarm.model_validate(
+            {"id": f"f{n}", "sensor": f"f{n}", "type": "high", "limit": 1, "priority": "high"}
+        )
+        for n in range(11)
+    ] + [
+        LimitAlarm.model_validate(
+            {"id": f"{p}", "sensor": f"s-{p}", "type": "high", "limit": 1, "priority": p}
+        )
+        for p in ("low", "critical", "diagnostic")
+    ]
+    management = AlarmManagement.model_validate({"defer_in_flood": True})
+    ev = AlarmEvaluator(config, lambda s: s, clock=clock, management=management)
+    for n in range(11):
+        ev.on_reading(f"f{n}", 5.0, clock.now(), clock.now())
+    assert ev.figures_now()["in_flood"] is True
+    [low] = ev.on_reading("s-low", 5.0, clock.now(), clock.now())
+    [critical] = ev.on_reading("s-critical", 5.0, clock.now(), clock.now())
+    [diagnostic] = ev.on_reading("s-diagnostic", 5.0, clock.now(), clock.now())
+    assert low.data["deferred"] is True and diagnostic.data["deferred"] is True
+    assert "deferred" not in critical.data
+    ev.acknowledge("diagnostic", "ana", clock.now())
+    await clock.advance(300)
+    assert not ev.due() and ev.tick(clock.now()) == []
+    await clock.advance(301)
+    assert ev.due()
+    [late] = ev.tick(clock.now())
+    assert (late.type, late.source, late.data["deferred"]) == ("alarm.triggered", "low", False)
+    assert late.data["occurrenceId"] == low.data["occurrenceId"]
     assert not ev.due()

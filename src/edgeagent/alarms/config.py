@@ -183,6 +183,11 @@ class AlarmManagement(_Section):
     shelve_default_s: float = Field(
         3600.0, gt=0, description="A timed shelve's length when the operator gives none"
     )
+    defer_in_flood: bool = Field(
+        False,
+        description="During a flood, hold back the annunciation of low and diagnostic "
+        "alarms until it ends (they are still journaled); higher priorities always pass",
+    )
     fleeting_s: float = Field(
         1.0, gt=0, description="An alarm that clears within this long counts as fleeting"
     )

@@ -42,6 +42,8 @@ _LABEL = {
 }
 # Text a device sends when it has no value; the condition is then unknown.
 _NO_VALUE = frozenset({"unavailable", "unknown", "nan", "none", "null", ""})
+# Priorities whose annunciation may wait out a flood; higher ones always pass.
+_DEFERRABLE = frozenset({"low", "diagnostic"})
 # How often a running timed shelve saves what it has left, so a crash stretches it little.
 _SHELVE_SAVE_S = 30.0
 
@@ -171,6 +173,8 @@ class AlarmEvaluator:
             self.states[alarm.id] = state
             self._runtime[alarm.id] = runtime
         self._dirty: set[str] = set()
+        # Alarms whose annunciation waits for the end of a flood (kept in memory only).
+        self._deferred: set[str] = set()
         self._timed = [a.id for a in alarms if a.type == "stale" or a.realarm_s is not None]
         self._shelved = {alarm_id for alarm_id, st in self.states.items() if st.shelved}
         for point in self._points.values():
@@ -266,7 +270,28 @@ class AlarmEvaluator:
                     self.figures.annunciated(alarm_id, alarm.priority, mono)
         self._update_suppression(now, events)
         self.figures.update(mono)
+        if self._deferred and not self.figures.in_flood:
+            self._annunciate_deferred(now, events)
         return events
+
+    def _defers(self, alarm: LimitAlarm) -> bool:
+        return (
+            self._management.defer_in_flood
+            and alarm.priority in _DEFERRABLE
+            and self.figures.in_flood
+        )
+
+    def _annunciate_deferred(self, now: datetime, events: list[Event]) -> None:
+        """The flood is over: annunciate what it held back and is still waiting for the
+        operator, once, with the episode's own occurrence id."""
+        mono = self._clock.monotonic()
+        for alarm_id in sorted(self._deferred):
+            state = self.states[alarm_id]
+            alarm = self.config[alarm_id]
+            if state.active and not state.acknowledged and not state.hidden:
+                self.figures.annunciated(alarm_id, alarm.priority, mono)
+                self._emit(alarm, "alarm.triggered", now, now, events, {"deferred": False})
+        self._deferred.clear()
 
     def next_deadline(self) -> float | None:
         """The elapsed-clock moment the next timer falls due, for a virtual clock."""
@@ -298,6 +323,10 @@ class AlarmEvaluator:
         deadline = self.next_deadline()
         if deadline is not None and deadline <= mono:
             return True
+        if self._deferred:
+            self.figures.update(mono)
+            if not self.figures.in_flood:
+                return True
         return any(
             mono - self._runtime[alarm_id].shelve_saved >= _SHELVE_SAVE_S
             for alarm_id in self._shelved
@@ -443,9 +472,17 @@ class AlarmEvaluator:
             runtime.acked_at = None
             runtime.active_mono = mono
             self.figures.activated(alarm.id, mono)
-            if not state.hidden:
+            if state.hidden:
+                self._emit(alarm, "alarm.triggered", occurred_at, evaluated_at, events)
+            elif self._defers(alarm):
+                # Journaled now, annunciated when the flood is over (if still unacknowledged).
+                self._deferred.add(alarm.id)
+                self._emit(
+                    alarm, "alarm.triggered", occurred_at, evaluated_at, events, {"deferred": True}
+                )
+            else:
                 self.figures.annunciated(alarm.id, alarm.priority, mono)
-            self._emit(alarm, "alarm.triggered", occurred_at, evaluated_at, events)
+                self._emit(alarm, "alarm.triggered", occurred_at, evaluated_at, events)
             return
         if runtime.active_mono is not None:
             self.figures.cleared(alarm.id, mono - runtime.active_mono)
@@ -817,6 +854,7 @@ class AlarmEvaluator:
             "suppressed": state.suppressed,
             "out_of_service": state.out_of_service,
             "occurrence_id": state.occurrence_id,
+            "deferred": alarm_id in self._deferred,
         }
 
     def all_rows(self) -> list[dict[str, Any]]:

@@ -28,6 +28,10 @@ class AlarmFigures:
         self._last_update = started
         self._in_flood = False
 
+    @property
+    def in_flood(self) -> bool:
+        return self._in_flood
+
     def annunciated(self, alarm_id: str, priority: str, now: float) -> None:
         self.update(now)
         self._annunciations.append((now, alarm_id, priority))
