@@ -200,11 +200,6 @@ status:
             "alarms: [{id: a1, sensor: tank-levle, type: high, limit: 1}]\n",
             "alarm a1 watches sensor 'tank-levle'",
         ),
-        (
-            "alarms:\n  - {id: a-h, sensor: t, type: high, limit: 95}\n"
-            "  - {id: a-hh, sensor: t, type: high_high, limit: 90}\n",
-            "alarm a-h (high 95) lies beyond a-hh (high_high 90)",
-        ),
         ("status: {listen: 0.0.0.0}\n", "reachable beyond this machine"),
         ("status: {listen: 0.0.0.0}\n", "in clear text"),
         ("status: {listen: 0.0.0.0}\n", "anyone who reaches the port can read the page"),
@@ -213,7 +208,6 @@ status:
         "no-devices",
         "no-token",
         "alarm-on-unknown-sensor",
-        "h-beyond-hh",
         "open-page",
         "open-page-without-tls",
         "open-page-without-view-token",

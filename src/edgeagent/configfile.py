@@ -15,7 +15,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from edgeagent.settings import LimitAlarm, SecretError, SecretRef, Settings, is_loopback
+from edgeagent.alarms.checks import alarm_problems
+from edgeagent.settings import RESERVED_IDS, SecretError, SecretRef, Settings, is_loopback
 
 DEFAULT_CONFIG = Path("/etc/edgeagent/edgeagent.yaml")
 # Fields that point at secrets: their values are never echoed back in an error.
@@ -155,9 +156,31 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError([_env_parse_problem(str(exc))]) from exc
 
     try:
-        return Settings(**_plain(root))
+        settings = Settings(**_plain(root))
     except ValidationError as exc:
         raise ConfigError(_problems(exc, where, root, env)) from exc
+    alarm_errors = alarm_problems(settings.alarms, _device_ids(settings))
+    if alarm_errors:
+        raise ConfigError(
+            [
+                ConfigProblem(f"{where}:{_line_of(root, loc)}", _key_path(loc), message)
+                for loc, message in alarm_errors
+            ]
+        )
+    return settings
+
+
+def _device_ids(settings: Settings) -> set[str]:
+    """Every id a device_status event can carry: the daemon's own parts and each
+    configured device, whatever section it is configured in."""
+    ids = set(RESERVED_IDS)
+    for name in type(settings).model_fields:
+        section = getattr(settings, name)
+        if isinstance(section, list) and name != "alarms":
+            ids.update(
+                str(item.id) for item in section if isinstance(getattr(item, "id", None), str)
+            )
+    return ids
 
 
 def _problems(
@@ -254,20 +277,10 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
                 "status.listen is not loopback and no status.view_token is set: anyone "
                 "who reaches the port can read the page"
             )
-    limits: dict[tuple[str, str], LimitAlarm] = {(a.sensor, a.type): a for a in settings.alarms}
-    for sensor_type, outer in (("high", "high_high"), ("low", "low_low")):
-        for (sensor, kind), inner in limits.items():
-            beyond = limits.get((sensor, outer))
-            if kind != sensor_type or beyond is None:
-                continue
-            wrong = inner.limit > beyond.limit if kind == "high" else inner.limit < beyond.limit
-            if wrong:
-                warnings.append(
-                    f"alarm {inner.id} ({kind} {inner.limit:g}) lies beyond "
-                    f"{beyond.id} ({outer} {beyond.limit:g}) on sensor {sensor}"
-                )
     producible = _sensor_patterns(settings)
     for alarm in settings.alarms:
+        if alarm.sensor is None:
+            continue
         if not any(pattern.fullmatch(alarm.sensor) for pattern in producible):
             warnings.append(
                 f"alarm {alarm.id} watches sensor {alarm.sensor!r}, which no "

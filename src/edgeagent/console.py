@@ -272,3 +272,7 @@ def add_commands(commands: Any) -> None:
     _action_options(retry)
     _api_options(retry)
     retry.set_defaults(func=cmd_uplink_retry)
+
+    from edgeagent.alarms.commands import add_alarm_commands
+
+    add_alarm_commands(commands)

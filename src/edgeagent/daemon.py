@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from edgeagent import __version__
-from edgeagent.alarms import AlarmEvaluator, UnknownAlarm
+from edgeagent.alarms import ActionRefused, AlarmEvaluator, InvalidAction, UnknownAlarm
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Two waits in a row at stop; together well inside the unit's TimeoutStopSec=30.
 SHUTDOWN_COMMIT_S = 10
 MAINTENANCE_INTERVAL_S = 1.0
+ALARM_TICK_S = 1.0
 
 
 class StartupError(Exception):
@@ -95,6 +96,7 @@ class Daemon:
         self.drivers = DriverRegistry()
         self.drivers.kind("gnss", self._gnss_specs)
         self.drivers.kind("mqtt", self._mqtt_specs)
+        self._alarm_timer_task: asyncio.Task[None] | None = None
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
         self._lock: IO[str] | None = None
@@ -149,7 +151,13 @@ class Daemon:
             raise StartupError(f"cannot open the outbox {self.outbox.path}: {exc}") from exc
         self.started_at = self.clock.now()
         saved = await self.outbox.alarm_states()
-        self.evaluator = AlarmEvaluator(settings.alarms, self.external_id, saved)
+        self.evaluator = AlarmEvaluator(
+            settings.alarms,
+            self.external_id,
+            saved,
+            clock=self.clock,
+            management=settings.alarm_management,
+        )
         self.uplink = Uplink(
             self.outbox,
             settings.platform,
@@ -322,6 +330,7 @@ class Daemon:
         self.uplink.notify()
         self.drivers.start(settings)
         self._driver_views()
+        self._alarm_timer_task = asyncio.create_task(self._alarm_timers(), name="alarm-timers")
         if self.outbox.salvage is not None:
             await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
             if self.outbox.salvage.alarm_state_lost:
@@ -346,7 +355,12 @@ class Daemon:
 
     async def _until_stopped(self) -> BaseException | None:
         """Wait for a stop signal or a stage ending by itself; returns a stage's failure."""
-        stages = [self._ingest_task, self._uplink_task, self._maintenance_task]
+        stages = [
+            self._ingest_task,
+            self._uplink_task,
+            self._maintenance_task,
+            self._alarm_timer_task,
+        ]
         watched = [task for task in stages if task is not None]
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         driver_task = asyncio.create_task(self.drivers.wait_failure(), name="driver-watch")
@@ -390,6 +404,10 @@ class Daemon:
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()
             await asyncio.gather(self._watchdog_task, return_exceptions=True)
+        # Alarm timers go first: their actions need the writer, which stops below.
+        if self._alarm_timer_task is not None:
+            self._alarm_timer_task.cancel()
+            await asyncio.gather(self._alarm_timer_task, return_exceptions=True)
         ingest_task = self._ingest_task
         if ingest_task is None or self._uplink_task is None or self._maintenance_task is None:
             await self.outbox.close()
@@ -499,6 +517,14 @@ class Daemon:
         self.uplink.notify()
         self._check_drops()
 
+    async def _alarm_timers(self) -> None:
+        """Once a second: shelve expiry, staleness, suppression release and re-alarm, each
+        committed with the state it changes, in order with the readings."""
+        while True:
+            await self.clock.sleep(ALARM_TICK_S)
+            if self.evaluator.due():
+                await self.ingest.act(lambda: (self.evaluator.tick(self.clock.now()), None))
+
     async def _maintain_outbox(self) -> None:
         """Once a second: age and byte bounds applied even when nothing is committed."""
         while True:
@@ -605,7 +631,11 @@ class Daemon:
             "now": format_time(now),
             "devices": [d.snapshot() for d in self.devices],
             "sensors": sensors,
-            "alarms": {"active": self.evaluator.active(), "configured": len(self.settings.alarms)},
+            "alarms": {
+                "active": self.evaluator.active(),
+                "configured": len(self.settings.alarms),
+                "figures": self.evaluator.figures_now(),
+            },
             "gnss": {
                 "fixes": [
                     {
@@ -673,6 +703,49 @@ class Daemon:
             )
             log.info("%s: acknowledged by %s (%s)", alarm_id, operator, reason or "no reason")
         return result
+
+    async def alarm_action(
+        self, alarm_id: str, action: str, operator: str, reason: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Shelve, unshelve, remove, restore or reset an alarm, committed with its event
+        and journaled with who and why."""
+
+        def act() -> tuple[list[Event], Any]:
+            event = self.evaluator.act(
+                action,
+                alarm_id,
+                operator,
+                self.clock.now(),
+                reason,
+                duration_s=options.get("duration_s"),
+                one_shot=bool(options.get("one_shot", False)),
+            )
+            row = self.evaluator.row(alarm_id)
+            return ([event] if event else []), {
+                "alarm": alarm_id,
+                "action": action,
+                "state": row["state"],
+                "changed": event is not None,
+            }
+
+        try:
+            result: dict[str, Any] = await self.ingest.act(act)
+        except UnknownAlarm as exc:
+            raise ActionError(404, f"no alarm {alarm_id!r} is configured") from exc
+        except ActionRefused as exc:
+            raise ActionError(409, str(exc)) from exc
+        except InvalidAction as exc:
+            raise ActionError(400, str(exc)) from exc
+        if result["changed"]:
+            await self.outbox.record_action(self.clock.now(), operator, action, alarm_id, reason)
+            log.info("%s: %s by %s (%s)", alarm_id, action, operator, reason or "no reason")
+        return result
+
+    async def alarms_view(self) -> dict[str, Any]:
+        return {
+            "alarms": self.evaluator.all_rows(),
+            "figures": self.evaluator.figures_now(),
+        }
 
     async def actions(self) -> list[dict[str, str]]:
         return await self.outbox.actions()

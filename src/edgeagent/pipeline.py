@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from edgeagent import BUILD_DATE
 from edgeagent.alarms import AlarmEvaluator
 from edgeagent.clock import Clock
-from edgeagent.events import SENSOR_READING, Event, parse_time
+from edgeagent.events import DEVICE_STATUS, SENSOR_READING, Event, parse_time
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxCorrupt, OutboxError
 
@@ -167,6 +167,15 @@ class Ingest:
                 events.append(item.event)
                 if item.event.type == SENSOR_READING:
                     events.extend(self._evaluate(item.event))
+                elif item.event.type == DEVICE_STATUS:
+                    events.extend(
+                        self._evaluator.on_device_status(
+                            item.event.source,
+                            str(item.event.data.get("newStatus")),
+                            item.event.occurred_at,
+                            self._clock.now(),
+                        )
+                    )
         states = self._evaluator.take_dirty()
         events = self._flag_clock(events)
 
@@ -218,11 +227,15 @@ class Ingest:
             for event in events
         ]
 
-    def _evaluate(self, reading: Event) -> list[Event]:
+    def _evaluate(self, reading: Event) -> Sequence[Event]:
         data = reading.data
         sensor_id = str(data.get("sensorId", reading.source))
         if not self._evaluator.watches(sensor_id):
             return []
         return self._evaluator.on_reading(
-            sensor_id, data.get("value"), parse_time(data["timestamp"]), self._clock.now()
+            sensor_id,
+            data.get("value"),
+            parse_time(data["timestamp"]),
+            self._clock.now(),
+            data.get("quality"),
         )

@@ -16,6 +16,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from edgeagent.alarms.config import AlarmManagement, LimitAlarm
 from edgeagent.drivers.nmea import HEADING_MIN_SPEED_MPS, RELEASE_DATE
 from edgeagent.drivers.topics import TopicMap
 
@@ -323,23 +324,6 @@ class MqttSettings(Section):
     sensors: list[MqttSensor] = Field(default_factory=list, description="Topic-to-sensor maps")
 
 
-class LimitAlarm(Section):
-    id: Identifier = Field(description="Alarm id")
-    sensor: str = Field(description="Sensor id the alarm watches")
-    type: Literal["high_high", "high", "low", "low_low"] = Field(description="Limit kind")
-    limit: float = Field(description="Limit in the sensor's unit")
-    deadband: float = Field(0.0, ge=0, description="Return-to-normal margin, in the unit")
-    priority: Priority = Field("medium", description="ISA 18.2 priority")
-    severity: int | None = Field(
-        None, ge=1, le=1000, description="1-1000; default from the priority"
-    )
-    message: str | None = Field(None, description="Text shown with the alarm")
-
-    @property
-    def effective_severity(self) -> int:
-        return self.severity if self.severity is not None else DEFAULT_SEVERITY[self.priority]
-
-
 class Settings(BaseSettings):
     """The whole configuration file."""
 
@@ -357,7 +341,11 @@ class Settings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
     gnss: list[GnssDevice] = Field(default_factory=list, description="GNSS receivers")
     mqtt: MqttSettings | None = Field(None, description="The site's MQTT broker")
-    alarms: list[LimitAlarm] = Field(default_factory=list, description="Limit alarms")
+    alarms: list[LimitAlarm] = Field(default_factory=list, description="Alarms, ISA 18.2")
+    alarm_management: AlarmManagement = Field(
+        default_factory=AlarmManagement,  # type: ignore[arg-type]
+        description="Shelving limits and alarm performance figures",
+    )
 
     @classmethod
     def settings_customise_sources(

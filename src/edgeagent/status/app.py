@@ -49,6 +49,12 @@ class StatusSource(Protocol):
 
     async def actions(self) -> list[dict[str, str]]: ...
 
+    async def alarm_action(
+        self, alarm_id: str, action: str, operator: str, reason: str, options: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def alarms_view(self) -> dict[str, Any]: ...
+
     async def outbox_view(self, what: str, lane: str | None, limit: int) -> dict[str, Any]: ...
 
     async def outbox_repair(
@@ -68,7 +74,7 @@ class _Api:
         self.token = token
 
     def view(self, request: Request) -> View:
-        return View.from_params(request.query_params, can_shelve=hasattr(self.source, "shelve"))
+        return View.from_params(request.query_params, can_shelve=hasattr(self.source, "alarm_action"))
 
     async def page(self, request: Request) -> Response:
         html = render(await self.source.status(), self.view(request))
@@ -157,6 +163,28 @@ class _Api:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse(result)
 
+    async def alarms_view(self, request: Request) -> Response:
+        return JSONResponse(await self.source.alarms_view())
+
+    async def alarm_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ALARM_ACTIONS:
+            return JSONResponse(
+                {"error": f"alarm actions: acknowledge, {', '.join(ALARM_ACTIONS)}"},
+                status_code=404,
+            )
+        try:
+            self.authorise(request)
+            data = await self.read_body(request)
+            operator, reason = self.operator_of(data)
+            options = alarm_options(action, data)
+            result = await self.source.alarm_action(
+                request.path_params["alarm_id"], action, operator, reason, options
+            )
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse(result)
+
     async def outbox_view(self, request: Request) -> Response:
         what = request.path_params["what"]
         if what not in ("stats", "peek", "dead-letters"):
@@ -198,6 +226,26 @@ class _Api:
         return JSONResponse({"retrying": True})
 
 
+ALARM_ACTIONS = ("shelve", "unshelve", "remove", "restore", "reset")
+
+
+def alarm_options(action: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The shelve's length or one-shot flag, checked; other actions take none."""
+    if action != "shelve":
+        return {}
+    duration = data.get("duration_s")
+    one_shot = data.get("one_shot", False)
+    if not isinstance(one_shot, bool):
+        raise ActionError(400, "'one_shot' must be true or false")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
+    ):
+        raise ActionError(400, "'duration_s' must be a positive number of seconds")
+    if one_shot and duration is not None:
+        raise ActionError(400, "give 'duration_s' or 'one_shot', not both")
+    return {"duration_s": None if duration is None else float(duration), "one_shot": one_shot}
+
+
 def build_app(
     source: StatusSource,
     token: bytes | None,
@@ -223,6 +271,8 @@ def build_app(
             Route("/readyz", api.readyz),
             Route("/metrics", api.metrics),
             Route("/api/alarms/{alarm_id}/acknowledge", api.acknowledge, methods=["POST"]),
+            Route("/api/alarms", api.alarms_view, methods=["GET"]),
+            Route("/api/alarms/{alarm_id}/{action:str}", api.alarm_action, methods=["POST"]),
             Route("/api/actions", api.actions),
             Route("/api/outbox/{what:str}", api.outbox_view, methods=["GET"]),
             Route("/api/outbox/{action:str}", api.outbox_repair, methods=["POST"]),

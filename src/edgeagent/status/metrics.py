@@ -113,14 +113,7 @@ class _Snapshot(Collector):
         for priority, count in by_priority.items():
             alarms.add_metric([priority], count)
         yield alarms
-        # The alarm evaluator's performance figures (ISA 18.2 rates), where it gives them.
-        figures = GaugeMetricFamily(
-            "edgeagent_alarm_figure", "Alarm performance figures", labels=["figure"]
-        )
-        for name, value in (status["alarms"].get("figures") or {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                figures.add_metric([str(name)], value)
-        yield figures
+        yield from alarm_figure_metrics(status["alarms"].get("figures", {}))
         rate = status["outbox"].get("send_rate")
         yield GaugeMetricFamily(
             "edgeagent_uplink_send_rate",
@@ -140,3 +133,56 @@ def render(status: dict[str, Any], collectors: Iterable[Collector]) -> bytes:
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry)
+
+
+def alarm_figure_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
+    """The ISA 18.2 performance figures of the alarm system."""
+    if not figures:
+        return
+    rate = GaugeMetricFamily(
+        "edgeagent_alarms_annunciated",
+        "Alarms annunciated in the trailing window",
+        labels=["window"],
+    )
+    for window in ("10min", "hour", "day"):
+        rate.add_metric([window], figures[f"annunciated_{window}"])
+    yield rate
+    yield GaugeMetricFamily(
+        "edgeagent_alarms_flood",
+        "1 while more than 10 alarms were annunciated in the last 10 minutes",
+        value=1.0 if figures["in_flood"] else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "edgeagent_alarms_flood_time_share",
+        "Share of the observed time spent in an alarm flood",
+        value=figures["flood_time_share"],
+    )
+    yield GaugeMetricFamily(
+        "edgeagent_alarms_chattering",
+        "Alarms activated 3 or more times in the last 60 s",
+        value=len(figures["chattering"]),
+    )
+    yield GaugeMetricFamily(
+        "edgeagent_alarms_fleeting_day",
+        "Activations in the last day that cleared within the fleeting time",
+        value=figures["fleeting_day"],
+    )
+    yield GaugeMetricFamily(
+        "edgeagent_alarms_stale", "Alarms active for over 24 h", value=len(figures["stale"])
+    )
+    mix = GaugeMetricFamily(
+        "edgeagent_alarms_annunciated_day_by_priority",
+        "Alarms annunciated in the last day, by priority",
+        labels=["priority"],
+    )
+    for priority, count in figures["priority_counts"].items():
+        mix.add_metric([priority], count)
+    yield mix
+    top = GaugeMetricFamily(
+        "edgeagent_alarms_top_ten",
+        "Annunciations in the last day of the ten most frequent alarms",
+        labels=["alarm"],
+    )
+    for entry in figures["top_ten"]:
+        top.add_metric([entry["id"]], entry["count"])
+    yield top
