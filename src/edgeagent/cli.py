@@ -19,6 +19,7 @@ from edgeagent.configfile import (
 )
 from edgeagent.configfile import load_settings as load_config
 from edgeagent.console import add_commands
+from edgeagent.mqtttry import add_mqtt_command
 
 log = logging.getLogger("edgeagent")
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_commands(commands)
+    add_mqtt_command(commands)
     return parser
 
 

@@ -26,8 +26,9 @@ from edgeagent.drivers.base import (
     HealthReporter,
 )
 from edgeagent.drivers.payloads import PayloadError, decode
+from edgeagent.drivers.profiles import ProfileReading, ProfileSet, build
 from edgeagent.drivers.topics import TopicMap
-from edgeagent.events import SENSOR_READING, make_event, printable
+from edgeagent.events import SENSOR_READING, format_time, make_event, printable
 from edgeagent.settings import MqttSensor, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class MqttDriver:
         self._external_maps = {
             id(s): TopicMap(s.topic, s.external_id) for s in settings.sensors if s.external_id
         }
+        self.profiles: ProfileSet = build(settings.profiles, settings.profiles_dir)
+        self.oversized = 0
         self.client_id = settings.client_id or f"edgeagent-{gateway_id}"
         self.sensors: dict[str, SensorLive] = {}
         self.undecodable = 0
@@ -158,6 +161,10 @@ class MqttDriver:
                     self._connection = client
                     for _, sensor in self._maps:
                         await client.subscribe(sensor.topic, qos=1)
+                    # Every connect restores them all, discovered state topics included.
+                    self.profiles.take_new_filters()
+                    for topic_filter in self.profiles.filters():
+                        await client.subscribe(topic_filter, qos=1)
                     backoff.reset()
                     await self._reporter.set(ONLINE, f"connected to {where}")
                     async for message in client.messages:
@@ -197,6 +204,17 @@ class MqttDriver:
 
         self.health.messages += 1
         self.health.last_seen = self._sink.received_at()
+        if len(payload) > self._settings.max_payload_bytes:
+            # Counted and dropped before any decoding: a huge payload must cost no more
+            # than its receipt.
+            self.oversized += 1
+            self._count_undecodable(
+                topic,
+                f"payload of {len(payload)} bytes over the {self._settings.max_payload_bytes}"
+                " byte cap",
+            )
+            await self._sink.enqueue(None, acknowledge)
+            return
         for topic_map, sensor in self._maps:
             matched = topic_map.match(topic)
             if matched is None:
@@ -229,7 +247,89 @@ class MqttDriver:
                 acknowledge,
             )
             return
+        if len(self.profiles) and await self._on_profile_message(
+            client, topic, payload, bool(message.retain), acknowledge
+        ):
+            return
         await self._sink.enqueue(None, acknowledge)
+
+    async def _on_profile_message(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        retained: bool,
+        acknowledge: Callable[[], None],
+    ) -> bool:
+        """Readings through the device profiles; False when no profile takes the topic."""
+        received = self.health.last_seen or self._sink.received_at()
+        try:
+            readings = self.profiles.decode(topic, payload, received)
+        except PayloadError as exc:
+            self._count_undecodable(topic, str(exc))
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        except Exception as exc:
+            self._count_undecodable(topic, f"cannot decode ({type(exc).__name__})")
+            log.debug(
+                "%s: decoding %s failed", self.health.device_id, printable(topic), exc_info=True
+            )
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        if readings is None:
+            return False
+        for topic_filter in self.profiles.take_new_filters():
+            await client.subscribe(topic_filter, qos=1)
+        sent = []
+        for reading in readings:
+            if retained and reading.timestamp is None:
+                # A retained value with no time of its own is the last known value, not
+                # a fresh reading: it shows on the page but is not sent as of today.
+                self._show(
+                    reading.sensor_id, reading.value, reading.unit, topic, format_time(received)
+                )
+                continue
+            sent.append(reading)
+        if not sent:
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        for index, reading in enumerate(sent):
+            last = index == len(sent) - 1
+            # One acknowledgement, with the last reading: commits keep the queue's order.
+            await self._emit_profile(reading, topic, received, acknowledge if last else None)
+        return True
+
+    async def _emit_profile(
+        self,
+        reading: ProfileReading,
+        topic: str,
+        received: datetime,
+        acknowledge: Callable[[], None] | None,
+    ) -> None:
+        event = make_event(
+            SENSOR_READING,
+            reading.sensor_id,
+            reading.external_id or f"{self._gateway_id}/{reading.sensor_id}",
+            reading.timestamp or received,
+            received,
+            reading.data(),
+        )
+        await self._sink.enqueue(event, acknowledge)
+        self._show(reading.sensor_id, reading.value, reading.unit, topic, event.data["timestamp"])
+        if reading.quality == "good" and self.health.status == DEGRADED:
+            await self._reporter.set(ONLINE, "readings decode again")
+
+    def _show(
+        self, sensor_id: str, value: float | bool | str, unit: str | None, topic: str, at: str
+    ) -> None:
+        live = self.sensors.get(sensor_id)
+        if live is None and len(self.sensors) >= MAX_TRACKED_SENSORS:
+            return
+        if live is None:
+            live = self.sensors[sensor_id] = SensorLive(sensor_id, value, unit, "", topic)
+        live.value, live.unit, live.topic, live.at = value, unit, topic, at
+        live.readings += 1
+        self.health.last_value = {sensor_id: value}
 
     async def _emit(
         self,
