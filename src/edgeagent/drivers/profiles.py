@@ -373,6 +373,19 @@ class ProfileSet:
         new, self._new_filters = self._new_filters, []
         return new
 
+    def rule_capturing(self, compiled: _Compiled, name: str) -> _Compiled:
+        """The rule of the same profile and format that captures `name` (else this one)."""
+        if name in compiled.pattern.names:
+            return compiled
+        for other in self._rules:
+            if (
+                other.profile == compiled.profile
+                and other.rule.format == compiled.rule.format
+                and name in other.pattern.names
+            ):
+                return other
+        return compiled
+
     def __len__(self) -> int:
         return len(self._rules)
 

@@ -285,11 +285,13 @@ class SparkplugNodes:
         readings = []
         for each in scopes:
             values = {**captures, "device": each}
+            # A node's death names its devices' metrics by the device rule's template.
+            rule = compiled if not each else profiles.rule_capturing(compiled, "device")
             for known in node.metrics.get(each, {}).values():
                 if known.name == "bdSeq" or known.name.startswith(_CONTROL_PREFIXES):
                     continue
                 reading = profiles._reading(
-                    compiled, values, known.name, None, moment, None, fixed_unit=known.unit
+                    rule, values, known.name, None, moment, None, fixed_unit=known.unit
                 )
                 readings.append(reading.stale())
         return readings

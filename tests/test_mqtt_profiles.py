@@ -1,0 +1,262 @@
+"""Every device profile through the driver and a real mosquitto, plus the driver's handling
+of retained values, oversized payloads and garbage under profiles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from edgeagent.clock import SystemClock
+from edgeagent.drivers.base import DeviceHealth
+from edgeagent.drivers.mqtt import MqttDriver
+from edgeagent.settings import MqttSettings
+from tests.conftest import Mosquitto
+from tests.sparkplug_wire import M, payload
+from tests.test_mqtt_driver import HoldingSink, eventually, start, stop
+
+T0 = 1772366400000
+
+
+def driver_for(
+    broker: Mosquitto, prefix: str, profiles: list[dict[str, Any]], **extra: Any
+) -> tuple[MqttDriver, HoldingSink]:
+    settings = MqttSettings.model_validate(
+        {
+            "port": broker.port,
+            "client_id": f"c-{prefix}",
+            "keepalive_s": 5,
+            "reconnect_max_s": 1,
+            "profiles": profiles,
+            "profiles_dir": "/nonexistent",
+            **extra,
+        }
+    )
+    sink = HoldingSink()
+    driver = MqttDriver(settings, "gw", None, sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
+    return driver, sink
+
+
+def more_than(sink: HoldingSink, count: int) -> Callable[[], bool]:
+    return lambda: sink.messages > count
+
+
+def as_bytes(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
+def cases(p: str) -> dict[str, tuple[dict[str, Any], list[tuple[str, Any]], dict[str, Any]]]:
+    """Per profile: the site's use of it, messages in order, and readings expected."""
+    return {
+        "plain": (
+            {"vars": {"base": f"{p}/plain"}},
+            [(f"{p}/plain/pump1/flow", "12,5 l/s")],
+            {"pump1/flow": 12.5},
+        ),
+        "json": (
+            {"vars": {"base": f"{p}/json"}},
+            [(f"{p}/json/tank1", {"level": 3.5, "ts": 1772366400})],
+            {"tank1/level": 3.5},
+        ),
+        "zigbee2mqtt": (
+            {"vars": {"base": f"{p}/z2m"}},
+            [(f"{p}/z2m/floor1/hall", {"temperature": 20.5, "occupancy": True})],
+            {"floor1/hall/temperature": 20.5, "floor1/hall/occupancy": True},
+        ),
+        "tasmota": (
+            {"vars": {"tele": f"{p}/tele", "stat": f"{p}/stat"}},
+            [
+                (f"{p}/tele/plug/SENSOR", {"Time": "2026-03-01T12:00:00", "ENERGY": {"Power": 7}}),
+                (f"{p}/stat/plug/POWER", "ON"),
+            ],
+            {"plug/ENERGY.Power": 7.0, "plug/POWER": True},
+        ),
+        "shelly": (
+            {"vars": {"gen1": f"{p}/shellies"}},
+            [
+                (f"{p}/shellies/sh1/relay/0/power", "40.5"),
+                (f"{p}-plus/status/switch:0", {"id": 0, "apower": 3.5}),
+            ],
+            {"sh1/relay0.power": 40.5, f"{p}-plus/switch:0.apower": 3.5},
+        ),
+        "esphome": (
+            {},
+            [(f"{p}-esp/sensor/temp/state", "18.5"), (f"{p}-esp/binary_sensor/door/state", "ON")],
+            {f"{p}-esp/temp": 18.5, f"{p}-esp/door": True},
+        ),
+        "homeassistant": (
+            {"vars": {"prefix": f"{p}/ha"}},
+            [
+                (
+                    f"{p}/ha/sensor/boiler/temp/config",
+                    {"state_topic": f"{p}/boiler/state", "unit_of_measurement": "°C"},
+                ),
+                (f"{p}/boiler/state", "61.5"),
+            ],
+            {"boiler/temp": 61.5},
+        ),
+        "senml": (
+            {"vars": {"base": f"{p}/senml"}},
+            [(f"{p}/senml/n1", [{"bn": "n1:", "n": "temp", "u": "Cel", "v": 21.0}])],
+            {"n1:temp": 21.0},
+        ),
+        "ttn": (
+            {"vars": {"prefix": f"{p}/v3"}},
+            [
+                (
+                    f"{p}/v3/farm@ttn/devices/probe1/up",
+                    {
+                        "uplink_message": {
+                            "decoded_payload": {"moisture": 30.5},
+                            "received_at": "2026-03-01T12:00:00.123456789Z",
+                        }
+                    },
+                )
+            ],
+            {"probe1/moisture": 30.5},
+        ),
+        "lineproto": (
+            {"vars": {"base": f"{p}/telegraf"}},
+            [(f"{p}/telegraf/gw", "cpu,host=gw usage_idle=97.5 1772366400000000000")],
+            {"cpu/usage_idle": 97.5},
+        ),
+        "sparkplug": (
+            {},
+            [
+                (
+                    f"spBv1.0/{p}/NBIRTH/rtu1",
+                    payload([M("bdSeq", datatype=8, value=0)], seq=0, timestamp=T0),
+                ),
+                (
+                    f"spBv1.0/{p}/DBIRTH/rtu1/pump",
+                    payload([M("Flow", alias=5, datatype=10, value=1.0)], seq=1, timestamp=T0),
+                ),
+                (
+                    f"spBv1.0/{p}/DDATA/rtu1/pump",
+                    payload([M(alias=5, datatype=10, value=2.5)], seq=2, timestamp=T0),
+                ),
+            ],
+            {f"{p}/rtu1/pump/Flow": 2.5},
+        ),
+    }
+
+
+PROFILES = sorted(cases("x"))
+
+
+@pytest.mark.parametrize("name", PROFILES)
+async def test_each_profile_through_a_real_broker(
+    mosquitto: Mosquitto, topic_prefix: str, name: str
+) -> None:
+    use, messages, expected = cases(topic_prefix)[name]
+    driver, sink = driver_for(mosquitto, topic_prefix, [{"profile": name, **use}])
+    task = start(driver)
+    await eventually(lambda: driver.health.status == "online")
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        for topic, body in messages:
+            handled = more_than(sink, sink.messages)
+            await client.publish(topic, as_bytes(body), qos=1)
+            # In order, each handled before the next: a discovery config or a BIRTH first.
+            await eventually(handled)
+    sink.commit()
+    await stop(task)
+    got = {e.data["sensorId"]: e.data["value"] for e in sink.events}
+    for sensor_id, value in expected.items():
+        assert got.get(sensor_id) == value, (sensor_id, got)
+    assert driver.undecodable == 0
+    assert sink.pending == []
+
+
+async def test_retained_values_show_but_are_not_sent_as_fresh(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    p = topic_prefix
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{p}/plain/tank/level", b"71", qos=1, retain=True)
+        await client.publish(
+            f"{p}/json/tank", b'{"temp": 4, "ts": 1772366400}', qos=1, retain=True
+        )
+    driver, sink = driver_for(
+        mosquitto,
+        p,
+        [
+            {"profile": "plain", "vars": {"base": f"{p}/plain"}},
+            {"profile": "json", "vars": {"base": f"{p}/json"}},
+        ],
+    )
+    task = start(driver)
+    await eventually(lambda: sink.messages >= 2)
+    sink.commit()
+    # The value without a time of its own is the last known value on the page only...
+    assert driver.sensors["tank/level"].value == 71.0
+    # ...while the one stamped by the device goes upstream with that stamp.
+    assert [(e.data["sensorId"], e.data["timestamp"]) for e in sink.events] == [
+        ("tank/temp", "2026-03-01T12:00:00.000Z")
+    ]
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{p}/plain/tank/level", b"72", qos=1)
+        await client.publish(f"{p}/plain/tank/level", b"", qos=1, retain=True)
+    await eventually(lambda: len(sink.events) == 3)
+    sink.commit()
+    await stop(task)
+    # Live messages are fresh readings; clearing the retained value is an empty one.
+    assert sink.events[1].data["value"] == 72.0
+    assert (sink.events[2].data["value"], sink.events[2].data["quality"]) == ("empty", "bad")
+
+
+async def test_oversized_and_garbage_payloads_never_stall_the_driver(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    p = topic_prefix
+    driver, sink = driver_for(
+        mosquitto,
+        p,
+        [{"profile": "json", "vars": {"base": f"{p}/json"}}],
+        max_payload_bytes=4096,
+    )
+    task = start(driver)
+    await eventually(lambda: driver.health.status == "online")
+    huge = b'{"level": ' + b" " * (50 * 1024 * 1024) + b"1}"
+    garbage = [b"\xff\xfe", b"{", b"[1]", b'{"level": "12 apples and more words"}', huge]
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, timeout=60) as client:
+        for body in garbage:
+            await client.publish(f"{p}/json/tank", body, qos=1)
+        await client.publish(f"{p}/json/tank", b'{"level": 2.5}', qos=1)
+    await eventually(lambda: sink.messages == len(garbage) + 1, timeout=60)
+    sink.commit()
+    await stop(task)
+    assert driver.oversized == 1
+    assert driver.undecodable == 4  # the JSON with words in it makes no reading at all
+    assert [e.data["value"] for e in sink.events] == [2.5]
+    # The 50 MiB payload did not cost the connection.
+    assert [e.data["newStatus"] for e in sink.statuses] == ["online"]
+
+
+async def test_profiles_and_plain_sensor_maps_work_side_by_side(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    p = topic_prefix
+    driver, sink = driver_for(
+        mosquitto,
+        p,
+        [{"profile": "plain", "vars": {"base": f"{p}/plain"}}],
+        sensors=[{"topic": f"{p}/legacy/+", "sensor": "old-{1}"}],
+    )
+    task = start(driver)
+    await eventually(lambda: driver.health.status == "online")
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{p}/legacy/a", b"1", qos=1)
+        await client.publish(f"{p}/plain/dev/b", b"2", qos=1)
+    await eventually(lambda: len(sink.events) == 2)
+    sink.commit()
+    await stop(task)
+    assert sorted(e.data["sensorId"] for e in sink.events) == ["dev/b", "old-a"]
+    await asyncio.sleep(0)
