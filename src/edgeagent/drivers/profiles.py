@@ -249,6 +249,20 @@ def dig(document: Any, path: str) -> Any:
     return node
 
 
+def _dig_optional(document: Any, path: str) -> Any:
+    """The value at `path`, or None where there is none (no exception: this runs per
+    message for fields most payloads lack)."""
+    node = document
+    for key in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return None
+    return node
+
+
 def _leaves(node: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
     if depth > 8:
         return
@@ -260,9 +274,15 @@ def _leaves(node: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, Any]]
             yield path, value
 
 
+_JSON = json.JSONDecoder()
+# Ids and field options are looked up per reading; their caches are bounded like this.
+CACHE_ENTRIES = 20_000
+
+
 def _parse_json(payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        # Decoded here rather than by json.loads: it guesses the encoding of bytes.
+        return _JSON.decode(payload.decode("utf-8"))
     except RecursionError as exc:
         raise PayloadError("JSON nested too deeply") from exc
     except UnicodeDecodeError as exc:
@@ -294,6 +314,11 @@ class _Compiled:
     states: dict[str, bool]
     local_zone: ZoneInfo | None
     profile: str
+    options_cache: dict[str, FieldOptions | None] = field(default_factory=dict)
+    # Captures and field name to (sensor id, external id).
+    id_cache: dict[tuple[tuple[str, str], ...], tuple[str, str | None]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
@@ -497,10 +522,18 @@ class ProfileSet:
         return readings
 
     def _options(self, compiled: _Compiled, path: str) -> FieldOptions | None:
+        cache = compiled.options_cache
+        if path in cache:
+            return cache[path]
+        found = None if compiled.rule.only_listed else _DEFAULT_OPTIONS
         for glob, options in compiled.fields:
             if fnmatch.fnmatchcase(path, glob):
-                return options
-        return None if compiled.rule.only_listed else _DEFAULT_OPTIONS
+                found = options
+                break
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[path] = found
+        return found
 
     def _senml(
         self,
@@ -592,10 +625,17 @@ class ProfileSet:
             options = self._options(compiled, name) or _DEFAULT_OPTIONS
         reading_name = options.name or name
         values = {**captures, "field": reading_name}
-        sensor_id = _fill(compiled.sensor, values)
-        if not sensor_id or len(sensor_id) > MAX_SENSOR_ID:
-            raise PayloadError(f"sensor id is empty or over {MAX_SENSOR_ID} characters")
-        external_id = _fill(compiled.external_id, values) if compiled.external_id else None
+        key = tuple(values.items())
+        names = compiled.id_cache.get(key)
+        if names is None:
+            sensor_id = _fill(compiled.sensor, values)
+            if not sensor_id or len(sensor_id) > MAX_SENSOR_ID:
+                raise PayloadError(f"sensor id is empty or over {MAX_SENSOR_ID} characters")
+            external = _fill(compiled.external_id, values) if compiled.external_id else None
+            if len(compiled.id_cache) >= CACHE_ENTRIES:
+                compiled.id_cache.clear()
+            names = compiled.id_cache[key] = (sensor_id, external)
+        sensor_id, external_id = names
         discrete = discrete or options.discrete or compiled.rule.discrete
         unit = options.unit or fixed_unit
         try:
@@ -620,9 +660,8 @@ class ProfileSet:
         options = compiled.rule.time
         if options is None:
             return None
-        try:
-            raw = dig(document, options.field)
-        except PayloadError:
+        raw = _dig_optional(document, options.field)
+        if raw is None:
             return None
         return timestamp(raw, options.format, compiled.local_zone)
 
