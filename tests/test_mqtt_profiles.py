@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,35 @@ def driver_for(
     sink = HoldingSink()
     driver = MqttDriver(settings, "gw", None, sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
     return driver, sink
+
+
+def publish_retained(port: int, items: list[tuple[str, bytes]]) -> None:
+    """Retained QoS 0 messages over a raw MQTT 3.1.1 socket, the last one QoS 1: its
+    acknowledgement shows the broker has stored everything before it."""
+
+    def packet(kind: int, body: bytes) -> bytes:
+        size = bytearray()
+        left = len(body)
+        while True:
+            digit, left = left % 128, left // 128
+            size.append(digit | 0x80 if left else digit)
+            if not left:
+                return bytes([kind]) + bytes(size) + body
+
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return len(raw).to_bytes(2, "big") + raw
+
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        connect = text("MQTT") + bytes([4, 0x02]) + (30).to_bytes(2, "big") + text("flooder")
+        sock.sendall(packet(0x10, connect))
+        assert sock.recv(4)[:2] == b"\x20\x02"
+        sock.sendall(b"".join(packet(0x31, text(t) + body) for t, body in items[:-1]))
+        last_topic, last_body = items[-1]
+        sock.sendall(packet(0x33, text(last_topic) + (1).to_bytes(2, "big") + last_body))
+        sock.settimeout(60)
+        assert sock.recv(4)[:1] == b"\x40"  # PUBACK
+        sock.sendall(b"\xe0\x00")
 
 
 def more_than(sink: HoldingSink, count: int) -> Callable[[], bool]:
@@ -260,3 +290,86 @@ async def test_profiles_and_plain_sensor_maps_work_side_by_side(
     await stop(task)
     assert sorted(e.data["sensorId"] for e in sink.events) == ["dev/b", "old-a"]
     await asyncio.sleep(0)
+
+
+async def test_a_client_id_clash_is_detected_and_reported(
+    mosquitto: Mosquitto, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, _ = driver_for(mosquitto, topic_prefix, [{"profile": "plain"}])
+    task = start(driver)
+    await eventually(lambda: driver.health.status == "online")
+
+    async def other_client_with_our_id() -> None:
+        # Another gateway configured with the same client id, reconnecting as it is kicked.
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", mosquitto.port, identifier=driver.client_id
+                ) as client:
+                    async for _ in client.messages:
+                        pass
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
+
+    rival = asyncio.create_task(other_client_with_our_id())
+    # The status line names the client id while the clash lasts.
+    await eventually(
+        lambda: driver.client_id_clash and driver.client_id in (driver.health.reason or ""),
+        timeout=60,
+    )
+    rival.cancel()
+    await asyncio.gather(rival, return_exceptions=True)
+    assert "probably used by another client" in caplog.text
+    # Once alone again, a session that lasts clears the suspicion.
+    await eventually(lambda: driver.health.status == "online", timeout=60)
+    await stop(task)
+
+
+class GatedSink(HoldingSink):
+    """Holds the driver at its first message until the test opens the gate, as a busy
+    outbox would, so that what the broker sends meanwhile piles up in the driver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.live_at: int | None = None
+
+    async def enqueue(self, event: Any, on_committed: Callable[[], None] | None = None) -> None:
+        await self.gate.wait()
+        if event is not None and self.live_at is None:
+            self.live_at = self.messages
+        await super().enqueue(event, on_committed)
+
+
+async def test_a_retained_flood_does_not_stall_live_readings(
+    own_mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    p = topic_prefix
+    flood = 50_000
+    publish_retained(
+        own_mosquitto.port, [(f"{p}/plain/d{i}/level", b"%d" % i) for i in range(flood)]
+    )
+    settings = MqttSettings.model_validate(
+        {
+            "port": own_mosquitto.port,
+            "client_id": f"c-{p}",
+            "profiles": [{"profile": "plain", "vars": {"base": f"{p}/plain"}}],
+        }
+    )
+    sink = GatedSink()
+    driver = MqttDriver(settings, "gw", None, sink, DeviceHealth("mqtt", "mqtt"), SystemClock())
+    task = start(driver)
+    await eventually(lambda: driver._inbox.qsize() >= 2000, timeout=60)
+    async with aiomqtt.Client("127.0.0.1", own_mosquitto.port) as client:
+        await client.publish(f"{p}/plain/live/level", b"7", qos=1)
+    await eventually(driver._inbox.live_waiting, timeout=60)
+    sink.gate.set()
+    await eventually(lambda: sink.messages == flood + 1, timeout=60)
+    sink.commit()
+    await stop(task)
+    # The live reading overtook the retained values already received but still queued...
+    assert sink.live_at is not None and sink.live_at <= 3
+    assert [e.data["sensorId"] for e in sink.events] == ["live/level"]
+    # ...which set the page's last known values but are not sent upstream as fresh.
+    assert len(driver.sensors) > 1000
+    assert driver.undecodable == 0
