@@ -373,3 +373,39 @@ async def test_a_retained_flood_does_not_stall_live_readings(
     # ...which set the page's last known values but are not sent upstream as fresh.
     assert len(driver.sensors) > 1000
     assert driver.undecodable == 0
+
+
+async def test_a_message_of_many_readings_is_acknowledged_after_the_last_commit(
+    own_mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """One acknowledgement per message, with its last reading: a crash before that
+    commit makes the broker deliver the whole message again."""
+    p = topic_prefix
+    use = [{"profile": "json", "vars": {"base": f"{p}/json"}}]
+    first_driver, first = driver_for(own_mosquitto, p, use)
+    task = start(first_driver)
+    await eventually(lambda: first_driver.health.status == "online")
+    async with aiomqtt.Client("127.0.0.1", own_mosquitto.port) as client:
+        await client.publish(f"{p}/json/pump", b'{"flow": 1, "head": 2, "power": 3}', qos=1)
+    await eventually(lambda: len(first.events) == 3)
+    assert len(first.pending) == 1, "one acknowledgement, held until the commit"
+    await stop(task)  # dies before the commit
+
+    second_driver, second = driver_for(own_mosquitto, p, use)
+    task = start(second_driver)
+    await eventually(lambda: len(second.events) == 3)
+    second.commit()
+    await asyncio.sleep(0.3)
+    await stop(task)
+
+    third_driver, third = driver_for(own_mosquitto, p, use)
+    task = start(third_driver)
+    await eventually(lambda: third_driver.health.status == "online")
+    await asyncio.sleep(0.5)
+    await stop(task)
+    assert third.events == []
+    assert sorted(e.data["sensorId"] for e in second.events) == [
+        "pump/flow",
+        "pump/head",
+        "pump/power",
+    ]
