@@ -445,3 +445,22 @@ def test_a_site_profile_wins_over_the_shipped_one(tmp_path: Path) -> None:
     own = build([ProfileUse.model_validate({"profile": "plain"})], tmp_path)
     assert read(own, "plant/p1/flow", "3")[0].sensor_id == "site.p1.flow"
     assert own.decode("sensors/p1/flow", b"3", NOW) is None
+
+
+def test_check_config_names_the_profile_that_does_not_load(tmp_path: Path) -> None:
+    from edgeagent.configfile import load_settings, review
+
+    path = tmp_path / "edgeagent.yaml"
+    path.write_text(
+        "gateway: {id: gw1}\n"
+        "mqtt:\n"
+        f"  profiles_dir: {tmp_path}\n"
+        "  profiles:\n"
+        "    - profile: plain\n"
+        "    - profile: zigbee2mqtt\n"
+        "      vars: {bse: z2m}\n",
+        encoding="utf-8",
+    )
+    problems, _ = review(path, load_settings(path))
+    assert [(p.path, p.where) for p in problems] == [("mqtt.profiles[1]", f"{path}:6")]
+    assert "no variable 'bse'" in problems[0].message
