@@ -314,6 +314,8 @@ class _Compiled:
     states: dict[str, bool]
     local_zone: ZoneInfo | None
     profile: str
+    # The time and quality fields, as paths under the rule's root: not readings.
+    skip: frozenset[str] = frozenset()
     options_cache: dict[str, FieldOptions | None] = field(default_factory=dict)
     # Captures and field name to (sensor id, external id).
     id_cache: dict[tuple[tuple[str, str], ...], tuple[str, str | None]] = field(
@@ -366,6 +368,9 @@ class ProfileSet:
             if rule.time is not None and rule.time.format == "local" and local_zone is None:
                 raise ProfileError(f"{where}: local times need a zone")
             fields = [*use.fields.items(), *rule.fields.items()]
+            prefix = f"{rule.root}." if rule.root else ""
+            own = [o.field for o in (rule.time, rule.quality) if o is not None]
+            skip = frozenset(f.removeprefix(prefix) for f in own if f.startswith(prefix))
             self._rules.append(
                 _Compiled(
                     rule,
@@ -377,6 +382,7 @@ class ProfileSet:
                     states,
                     local_zone,
                     use.profile,
+                    skip,
                 )
             )
             if rule.format == "sparkplug" and self.sparkplug is None:
@@ -496,13 +502,10 @@ class ProfileSet:
                 name = _fill(rule.field, captures) if rule.field else "value"
                 return [self._reading(compiled, captures, name, node, moment, None, quality)]
             raise PayloadError("JSON payload is not an object")
-        skip = {rule.time.field} if rule.time else set()
-        if rule.quality:
-            skip.add(rule.quality.field)
         readings = []
-        prefix = f"{rule.root}." if rule.root else ""
+        skip = compiled.skip
         for path, raw in _leaves(node, ""):
-            if f"{prefix}{path}" in skip:
+            if path in skip:
                 continue
             options = self._options(compiled, path)
             if options is None or options.skip:

@@ -127,6 +127,7 @@ class _Node:
     aliases: dict[str, dict[int, _Known]] = field(default_factory=dict)
     metrics: dict[str, dict[str, _Known]] = field(default_factory=dict)
     online: bool = False
+    gaps: int = 0
 
 
 @dataclass
@@ -184,12 +185,18 @@ class SparkplugNodes:
         seq = payload.seq % 256
         if kind != "NBIRTH" and node.next_seq is not None and seq != node.next_seq:
             self.gaps += 1
-            log.warning(
-                "sparkplug %s: sequence gap, expected %d, got %d (messages lost or reordered)",
-                printable(where),
-                node.next_seq,
-                seq,
-            )
+            node.gaps += 1
+            # Logged at the 1st, 2nd, 4th, 8th... gap of a node: a node that numbers its
+            # messages wrongly all the time must not flood the journal.
+            if node.gaps & (node.gaps - 1) == 0:
+                log.warning(
+                    "sparkplug %s: sequence gap, expected %d, got %d (messages lost or "
+                    "reordered; %d gaps on this node so far)",
+                    printable(where),
+                    node.next_seq,
+                    seq,
+                    node.gaps,
+                )
         node.next_seq = (seq + 1) % 256
 
     def _metrics(
