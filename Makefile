@@ -25,6 +25,12 @@ sysdeps: sysdeps-ops
 			echo "mosquitto is missing and apt-get is not available" >&2; exit 1; \
 		fi; \
 	fi
+	@# openssl makes the MQTT TLS tests' certificates (mosquitto brings mosquitto_passwd).
+	@if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing openssl with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			openssl >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/edgeagent demo

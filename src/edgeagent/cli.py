@@ -20,6 +20,7 @@ from edgeagent.configfile import (
 from edgeagent.configfile import load_settings as load_config
 from edgeagent.console import add_commands
 from edgeagent.gnss_tool import add_gnss_commands
+from edgeagent.mqtttry import add_mqtt_command
 
 log = logging.getLogger("edgeagent")
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     add_gnss_commands(commands)
+    add_mqtt_command(commands)
     return parser
 
 

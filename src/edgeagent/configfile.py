@@ -260,7 +260,9 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
         )
     if settings.status.token is None:
         warnings.append("status.token is not set: operator actions are disabled")
-    if not settings.gnss and (settings.mqtt is None or not settings.mqtt.sensors):
+    if not settings.gnss and (
+        settings.mqtt is None or not (settings.mqtt.sensors or settings.mqtt.profiles)
+    ):
         warnings.append("no GNSS receiver and no MQTT sensor configured: nothing to read")
     if not is_loopback(settings.status.listen):
         warnings.append(
@@ -278,6 +280,10 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
                 "who reaches the port can read the page"
             )
     producible = _sensor_patterns(settings)
+    errors.extend(_profile_problems(path, root, settings))
+    if settings.mqtt is not None and settings.mqtt.profiles:
+        # Profile sensor ids come from payloads too; any id may be produced.
+        producible.append(re.compile(".*"))
     for alarm in settings.alarms:
         if alarm.sensor is None:
             continue
@@ -297,6 +303,25 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
                 "ignored (levels are joined by a double underscore)"
             )
     return errors, warnings
+
+
+def _profile_problems(path: Path, root: Any, settings: Settings) -> list[ConfigProblem]:
+    """Each device profile the site names must load and compile, overrides included."""
+    from edgeagent.drivers.profiles import ProfileError, ProfileSet
+
+    problems: list[ConfigProblem] = []
+    if settings.mqtt is None:
+        return problems
+    for index, use in enumerate(settings.mqtt.profiles):
+        try:
+            ProfileSet(site_folder=settings.mqtt.profiles_dir).add(use)
+        except ProfileError as exc:
+            loc: tuple[int | str, ...] = ("mqtt", "profiles", index)
+            line = _line_of(root, loc)
+            problems.append(
+                ConfigProblem(f"{path}:{line}" if line else str(path), _key_path(loc), str(exc))
+            )
+    return problems
 
 
 def _sensor_patterns(settings: Settings) -> list[re.Pattern[str]]:

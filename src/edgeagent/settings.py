@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 from edgeagent.alarms.config import AlarmManagement, LimitAlarm
 from edgeagent.drivers.nmea import HEADING_MIN_SPEED_MPS, RELEASE_DATE
+from edgeagent.drivers.profile_model import ProfileUse
 from edgeagent.drivers.topics import TopicMap
 
 Identifier = Annotated[
@@ -322,6 +323,19 @@ class MqttSettings(Section):
     keepalive_s: int = Field(15, ge=5, le=600, description="MQTT keepalive")
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect delay")
     sensors: list[MqttSensor] = Field(default_factory=list, description="Topic-to-sensor maps")
+    # Device profiles: vendors' topics and payloads mapped by YAML files.
+    profiles: list[ProfileUse] = Field(
+        default_factory=list, description="Device profiles in use, with the site's overrides"
+    )
+    profiles_dir: Path = Field(
+        Path("/etc/edgeagent/drivers"),
+        description="Folder of the site's own profiles; a name here wins over a shipped one",
+    )
+    max_payload_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Payloads larger than this are counted and dropped, never decoded",
+    )
 
 
 class Settings(BaseSettings):

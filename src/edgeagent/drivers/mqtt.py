@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +27,9 @@ from edgeagent.drivers.base import (
     HealthReporter,
 )
 from edgeagent.drivers.payloads import PayloadError, decode
+from edgeagent.drivers.profiles import ProfileReading, ProfileSet, build
 from edgeagent.drivers.topics import TopicMap
-from edgeagent.events import SENSOR_READING, make_event, printable
+from edgeagent.events import SENSOR_READING, format_time, make_event, printable
 from edgeagent.settings import MqttSensor, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,44 @@ MAX_SENSOR_ID = 200
 MAX_TRACKED_SENSORS = 5000
 # Bounds the per-topic log memory against a flood of distinct garbage topics.
 UNDECODABLE_TOPICS_TRACKED = 1000
+# Sessions that end this soon after connecting, this many times in a row, look like
+# another client using our client id: the broker drops the older of two such sessions.
+CLASH_SESSION_S = 10.0
+CLASH_AFTER = 3
+
+
+class Inbox(asyncio.Queue[aiomqtt.Message]):
+    """The queue aiomqtt delivers messages into, kept by the driver to take bursts at once.
+
+    Retained messages wait in a line of their own behind live ones: the broker
+    sends every retained value at subscription, and tens of thousands of them
+    must not hold up a live reading that arrives meanwhile.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._retained: deque[aiomqtt.Message] = deque()
+        super().__init__(maxsize)
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        if item.retain:
+            self._retained.append(item)
+        else:
+            super()._put(item)
+
+    def _get(self) -> aiomqtt.Message:
+        if self.live_waiting():
+            got: aiomqtt.Message = super()._get()
+            return got
+        return self._retained.popleft()
+
+    def live_waiting(self) -> bool:
+        return super().qsize() > 0
+
+    def qsize(self) -> int:
+        return super().qsize() + len(self._retained)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
 
 
 @dataclass
@@ -82,6 +122,10 @@ class MqttDriver:
         self._external_maps = {
             id(s): TopicMap(s.topic, s.external_id) for s in settings.sensors if s.external_id
         }
+        self.profiles: ProfileSet = build(settings.profiles, settings.profiles_dir)
+        self.oversized = 0
+        self.client_id_clash = False
+        self._short_sessions = 0
         self.client_id = settings.client_id or f"edgeagent-{gateway_id}"
         self.sensors: dict[str, SensorLive] = {}
         self.undecodable = 0
@@ -89,7 +133,7 @@ class MqttDriver:
         self._connection: aiomqtt.Client | None = None
         self._taking = asyncio.Event()
         self._taking.set()
-        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._inbox: Inbox = Inbox()
 
     def pause(self) -> None:
         """Stop taking messages, keeping the connection so queued acknowledgements go out."""
@@ -133,15 +177,13 @@ class MqttDriver:
             version = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
         driver = self
 
-        class Inbox(asyncio.Queue[aiomqtt.Message]):
-            """aiomqtt's message queue, kept by the driver so it can take a burst at once."""
-
+        class DriverInbox(Inbox):
             def __init__(self, maxsize: int = 0) -> None:
                 super().__init__(maxsize)
                 driver._inbox = self
 
         client = aiomqtt.Client(
-            self._settings.host, self._settings.port, queue_type=Inbox, **common, **version
+            self._settings.host, self._settings.port, queue_type=DriverInbox, **common, **version
         )
         # aiomqtt acknowledges inside paho's callback, before our code sees the message;
         # paho's manual acknowledgement lets us PUBACK after the commit instead.
@@ -153,12 +195,21 @@ class MqttDriver:
         backoff = Backoff(initial=0.5, cap=self._settings.reconnect_max_s)
         where = f"{self._settings.host}:{self._settings.port}"
         while True:
+            connected_at: float | None = None
             try:
                 async with self._client() as client:
                     self._connection = client
                     for _, sensor in self._maps:
                         await client.subscribe(sensor.topic, qos=1)
-                    backoff.reset()
+                    # Every connect restores them all, discovered state topics included.
+                    self.profiles.take_new_filters()
+                    for topic_filter in self.profiles.filters():
+                        await client.subscribe(topic_filter, qos=1)
+                    connected_at = self._clock.monotonic()
+                    # While clashing, the delay keeps growing: two clients taking turns
+                    # as fast as they can would only fill both logs.
+                    if not self.client_id_clash:
+                        backoff.reset()
                     await self._reporter.set(ONLINE, f"connected to {where}")
                     async for message in client.messages:
                         # Paused for shutdown: messages not taken stay unacknowledged and
@@ -175,11 +226,38 @@ class MqttDriver:
                             await self._on_message(client, queued)
             except aiomqtt.MqttError as exc:
                 self._connection = None
-                await self._reporter.set(OFFLINE, f"broker {where}: {exc}")
+                reason = f"broker {where}: {exc}"
+                if self._session_ended(connected_at):
+                    reason = (
+                        f"broker {where}: sessions keep ending right after connecting; "
+                        f"is client id {self.client_id!r} also used by another client?"
+                    )
+                await self._reporter.set(OFFLINE, reason)
             except OSError as exc:
                 self._connection = None
                 await self._reporter.set(OFFLINE, f"broker {where}: {exc.strerror or exc}")
             await self._clock.sleep(backoff.next_delay())
+
+    def _session_ended(self, connected_at: float | None) -> bool:
+        """Count short sessions; True while they suggest a client id clash."""
+        if connected_at is None:
+            return self.client_id_clash
+        if self._clock.monotonic() - connected_at >= CLASH_SESSION_S:
+            self._short_sessions = 0
+            self.client_id_clash = False
+            return False
+        self._short_sessions += 1
+        if self._short_sessions >= CLASH_AFTER and not self.client_id_clash:
+            self.client_id_clash = True
+            log.error(
+                "%s: %d sessions in a row ended within %.0f s of connecting: client id %r "
+                "is probably used by another client too",
+                self.health.device_id,
+                self._short_sessions,
+                CLASH_SESSION_S,
+                self.client_id,
+            )
+        return self.client_id_clash
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -197,6 +275,17 @@ class MqttDriver:
 
         self.health.messages += 1
         self.health.last_seen = self._sink.received_at()
+        if len(payload) > self._settings.max_payload_bytes:
+            # Counted and dropped before any decoding: a huge payload must cost no more
+            # than its receipt.
+            self.oversized += 1
+            self._count_undecodable(
+                topic,
+                f"payload of {len(payload)} bytes over the {self._settings.max_payload_bytes}"
+                " byte cap",
+            )
+            await self._sink.enqueue(None, acknowledge)
+            return
         for topic_map, sensor in self._maps:
             matched = topic_map.match(topic)
             if matched is None:
@@ -229,7 +318,92 @@ class MqttDriver:
                 acknowledge,
             )
             return
+        if len(self.profiles) and await self._on_profile_message(
+            client, topic, payload, bool(message.retain), acknowledge
+        ):
+            return
         await self._sink.enqueue(None, acknowledge)
+
+    async def _on_profile_message(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        retained: bool,
+        acknowledge: Callable[[], None],
+    ) -> bool:
+        """Readings through the device profiles; False when no profile takes the topic."""
+        received = self.health.last_seen or self._sink.received_at()
+        try:
+            readings = self.profiles.decode(topic, payload, received)
+        except PayloadError as exc:
+            self._count_undecodable(topic, str(exc))
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        except Exception as exc:
+            self._count_undecodable(topic, f"cannot decode ({type(exc).__name__})")
+            log.debug(
+                "%s: decoding %s failed", self.health.device_id, printable(topic), exc_info=True
+            )
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        if readings is None:
+            return False
+        for topic_filter in self.profiles.take_new_filters():
+            await client.subscribe(topic_filter, qos=1)
+        sent = []
+        for reading in readings:
+            if retained and reading.timestamp is None:
+                # A retained value with no time of its own is the last known value, not
+                # a fresh reading: it shows on the page but is not sent as of today, and
+                # never hides a live value already shown (live messages go first).
+                if reading.sensor_id in self.sensors:
+                    continue
+                self._show(
+                    reading.sensor_id, reading.value, reading.unit, topic, format_time(received)
+                )
+                continue
+            sent.append(reading)
+        if not sent:
+            await self._sink.enqueue(None, acknowledge)
+            return True
+        for index, reading in enumerate(sent):
+            last = index == len(sent) - 1
+            # One acknowledgement, with the last reading: commits keep the queue's order.
+            await self._emit_profile(reading, topic, received, acknowledge if last else None)
+        return True
+
+    async def _emit_profile(
+        self,
+        reading: ProfileReading,
+        topic: str,
+        received: datetime,
+        acknowledge: Callable[[], None] | None,
+    ) -> None:
+        event = make_event(
+            SENSOR_READING,
+            reading.sensor_id,
+            reading.external_id or f"{self._gateway_id}/{reading.sensor_id}",
+            reading.timestamp or received,
+            received,
+            reading.data(),
+        )
+        await self._sink.enqueue(event, acknowledge)
+        self._show(reading.sensor_id, reading.value, reading.unit, topic, event.data["timestamp"])
+        if reading.quality == "good" and self.health.status == DEGRADED:
+            await self._reporter.set(ONLINE, "readings decode again")
+
+    def _show(
+        self, sensor_id: str, value: float | bool | str, unit: str | None, topic: str, at: str
+    ) -> None:
+        live = self.sensors.get(sensor_id)
+        if live is None and len(self.sensors) >= MAX_TRACKED_SENSORS:
+            return
+        if live is None:
+            live = self.sensors[sensor_id] = SensorLive(sensor_id, value, unit, "", topic)
+        live.value, live.unit, live.topic, live.at = value, unit, topic, at
+        live.readings += 1
+        self.health.last_value = {sensor_id: value}
 
     async def _emit(
         self,

@@ -74,7 +74,9 @@ class _Api:
         self.token = token
 
     def view(self, request: Request) -> View:
-        return View.from_params(request.query_params, can_shelve=hasattr(self.source, "alarm_action"))
+        return View.from_params(
+            request.query_params, can_shelve=hasattr(self.source, "alarm_action")
+        )
 
     async def page(self, request: Request) -> Response:
         html = render(await self.source.status(), self.view(request))
