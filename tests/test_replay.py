@@ -134,6 +134,39 @@ async def test_replay_passes_binary_bytes_through_untouched(tmp_path: Path) -> N
     assert b"# Date" not in received
 
 
+async def test_send_waits_for_a_slow_reader_and_gives_up_on_an_absent_one(
+    tmp_path: Path,
+) -> None:
+    chunk = b"$GPTXT,01,01,02,filler*00\r\n" * 2000  # far more than a pty holds
+    with PtyPort(tmp_path / "gnss0") as port:
+        fd = os.open(port.link, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        received = bytearray()
+
+        async def read_late() -> None:
+            await asyncio.sleep(0.3)  # a reader busy for a moment
+            while len(received) < len(chunk):
+                with contextlib.suppress(BlockingIOError):
+                    received.extend(os.read(fd, 65536))
+                await asyncio.sleep(0.001)
+
+        try:
+            reader = asyncio.create_task(read_late())
+            assert await port.send(chunk, patience_s=10.0) == len(chunk)
+            await asyncio.wait_for(reader, 10.0)
+        finally:
+            os.close(fd)
+        assert bytes(received) == chunk and port.dropped == 0
+
+        # Nobody reads now: the first send waits its patience out, the next does not wait.
+        started = time.monotonic()
+        first = await port.send(chunk, patience_s=0.5)
+        assert first < len(chunk) and time.monotonic() - started >= 0.5
+        started = time.monotonic()
+        await port.send(chunk, patience_s=5.0)
+        assert time.monotonic() - started < 2.0
+        assert port.dropped == 2 * len(chunk) - first
+
+
 def test_pty_port_unplug_removes_the_path_and_replug_points_it_at_a_new_device(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import termios
+import time
 import tty
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ class PtyPort:
         if self.link.exists() and not self.link.is_symlink():
             raise FileExistsError(f"{self.link} exists and is not a symlink; not replacing it")
         self.dropped = 0
+        self._reader_gone = False
         self._master: int | None = None
         self._slave: int | None = None
         self.slave_name = ""
@@ -79,6 +81,25 @@ class PtyPort:
                 # Full (nobody reading) or the far end is gone: the rest is lost.
                 break
         self.dropped += len(data) - written
+        return written
+
+    async def send(self, data: bytes, patience_s: float = 2.0) -> int:
+        """Send bytes, waiting up to `patience_s` while the reader drains a full pty.
+
+        A replay stands for a receiver whose bytes a real UART would have delivered;
+        a reader busy for a moment must not make the recording lose epochs.
+        """
+        written = self.write(data)
+        # Once a send has given up, nobody is reading: later ones do not wait again.
+        deadline = time.monotonic() + (0.0 if self._reader_gone else patience_s)
+        while written < len(data) and self._master is not None:
+            if time.monotonic() >= deadline:
+                self._reader_gone = True
+                return written
+            await asyncio.sleep(0.005)
+            self.dropped -= len(data) - written
+            written += self.write(data[written:])
+        self._reader_gone = False
         return written
 
     def unplug(self) -> None:
@@ -173,7 +194,7 @@ async def replay_log(
                 await _pause(gap / speed, stop)
             if moment is not None:
                 previous = moment
-            port.write(data)
+            await port.send(data)
         if not loop or not epochs:
             return
         await _pause(max_gap / speed, stop)
@@ -242,7 +263,7 @@ async def simulate(port: PtyPort, speed: float = 1.0, stop: asyncio.Event | None
     for epoch in simulated_epochs(datetime.now(UTC)):
         if stop is not None and stop.is_set():
             return
-        port.write(b"".join(epoch))
+        await port.send(b"".join(epoch))
         await _pause(1.0 / speed, stop)
 
 
