@@ -15,6 +15,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from edgeagent.cameras.settings import CameraDevice, CameraOnvif
 from edgeagent.drivers.topics import TopicMap
 
 Identifier = Annotated[
@@ -74,6 +75,11 @@ class SecretRef(Section):
 
 class SecretError(Exception):
     """A secret could not be read."""
+
+
+# The camera models name SecretRef, defined just above; resolve it for them.
+CameraOnvif.model_rebuild(_types_namespace={"SecretRef": SecretRef})
+CameraDevice.model_rebuild(_types_namespace={"SecretRef": SecretRef})
 
 
 def is_loopback(host: str) -> bool:
@@ -293,6 +299,9 @@ class Settings(BaseSettings):
     gnss: list[GnssDevice] = Field(default_factory=list, description="GNSS receivers")
     mqtt: MqttSettings | None = Field(None, description="The site's MQTT broker")
     alarms: list[LimitAlarm] = Field(default_factory=list, description="Limit alarms")
+    cameras: list[CameraDevice] = Field(
+        default_factory=list, description="ONVIF and video cameras (needs edgeagent[cameras])"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -310,6 +319,7 @@ class Settings(BaseSettings):
     def _ids_unique(self) -> Settings:
         seen: set[str] = set(RESERVED_IDS)
         named = [("gnss", d.id) for d in self.gnss] + [("alarms", a.id) for a in self.alarms]
+        named += [("cameras", c.id) for c in self.cameras]
         for section, device_id in named:
             if device_id in RESERVED_IDS:
                 raise ValueError(f"{section}: id {device_id!r} is reserved for the daemon")
