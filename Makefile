@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,cameras]'
 	touch $(STAMP)
 
 # mosquitto for the tests (the demo falls back to an embedded broker without it).
@@ -23,6 +23,17 @@ sysdeps:
 				{ echo "mosquitto did not install" >&2; exit 1; }; \
 		else \
 			echo "mosquitto is missing and apt-get is not available" >&2; exit 1; \
+		fi; \
+	fi
+	@# ffmpeg makes the cameras' test clips and serves them as MJPEG.
+	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing ffmpeg with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				ffmpeg >/dev/null; \
+			command -v ffmpeg >/dev/null || { echo "ffmpeg did not install" >&2; exit 1; }; \
+		else \
+			echo "ffmpeg is missing and apt-get is not available" >&2; exit 1; \
 		fi; \
 	fi
 

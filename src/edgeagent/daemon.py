@@ -12,6 +12,7 @@ import socket
 import sqlite3
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,9 @@ import uvicorn
 
 from edgeagent import __version__
 from edgeagent.alarms import AlarmEvaluator, UnknownAlarm
+from edgeagent.cameras import missing_extra
+from edgeagent.cameras.camera import CameraDriver
+from edgeagent.cameras.onvif import PtzError
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
@@ -94,6 +98,8 @@ class Daemon:
         self.devices: list[DeviceHealth] = []
         self.mqtt: MqttDriver | None = None
         self.gnss: list[GnssDriver] = []
+        self.cameras: list[CameraDriver] = []
+        self._all_cameras: list[CameraDriver] = []
         self.server: _Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._ingest_task: asyncio.Task[None] | None = None
@@ -116,6 +122,11 @@ class Daemon:
             if settings.mqtt and settings.mqtt.password:
                 mqtt_password = settings.mqtt.password.read().decode()
             self._token = settings.status.token.read() if settings.status.token else None
+            self._camera_passwords = {
+                c.id: c.onvif.password.read().decode()
+                for c in settings.cameras
+                if c.onvif is not None and c.onvif.password is not None
+            }
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
         if not api_key or not secret:
@@ -175,6 +186,7 @@ class Daemon:
             self.devices.append(health)
             external = settings.external_id(device.id, device.external_id)
             self.gnss.append(GnssDriver(device, external, self.ingest, health, self.clock))
+        self._build_cameras()
         if settings.mqtt is not None:
             health = DeviceHealth("mqtt", "mqtt")
             self.devices.append(health)
@@ -187,6 +199,35 @@ class Daemon:
                 self.clock,
                 receive_maximum=settings.outbox.commit_max_events,
             )
+
+    def _build_cameras(self) -> None:
+        settings = self.settings
+        missing = missing_extra() if settings.cameras else []
+        if missing:
+            log.error(
+                "cameras: %d configured but the cameras extra is not installed (missing %s); "
+                "install edgeagent[cameras] to use them",
+                len(settings.cameras),
+                ", ".join(missing),
+            )
+        for camera in settings.cameras:
+            health = DeviceHealth(camera.id, "camera")
+            self.devices.append(health)
+            external = settings.external_id(camera.id, camera.external_id)
+            driver = CameraDriver(
+                camera,
+                external,
+                self.ingest,
+                health,
+                self.clock,
+                settings.gateway.data_dir,
+                self._camera_passwords.get(camera.id),
+            )
+            if missing:
+                driver.unavailable(f"cameras extra not installed (missing {', '.join(missing)})")
+            else:
+                self.cameras.append(driver)
+            self._all_cameras.append(driver)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -231,6 +272,9 @@ class Daemon:
         ]
         if self.mqtt is not None:
             self._sources.append(asyncio.create_task(self.mqtt.run(), name="mqtt-reader"))
+        self._sources += [
+            asyncio.create_task(c.run(), name=f"camera-{c.id}") for c in self.cameras
+        ]
         if self.outbox.salvage is not None:
             await self._outbox_reporter.set(DEGRADED, self.outbox.salvage.describe())
             if self.outbox.salvage.alarm_state_lost:
@@ -297,6 +341,7 @@ class Daemon:
         for task in self._sources:
             task.cancel()
         await asyncio.gather(*self._sources, return_exceptions=True)
+        await self._close_cameras()
         if not ingest_task.done():
             self.ingest.stop()
             try:
@@ -313,6 +358,16 @@ class Daemon:
             await asyncio.gather(self._page_task, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.outbox.close()
+
+    async def _close_cameras(self) -> None:
+        # After their tasks stopped: end PullPoint subscriptions and any PTZ move.
+        if not self.cameras:
+            return
+        closing = asyncio.gather(*(c.close() for c in self.cameras), return_exceptions=True)
+        try:
+            await asyncio.wait_for(closing, SHUTDOWN_COMMIT_S / 2)
+        except TimeoutError:
+            log.warning("cameras: not every camera answered while closing")
 
     def _hold_lock(self) -> None:
         """One daemon per outbox: a second one would fight the first for the broker
@@ -497,6 +552,7 @@ class Daemon:
                 "url": scrub_url(self.uplink.url),
                 "lanes": self.uplink.lane_status(),
             },
+            "cameras": [c.status() for c in self._all_cameras],
         }
 
     async def retry_uplink(self, operator: str, reason: str) -> None:
@@ -568,3 +624,38 @@ class Daemon:
             reason or "no reason given",
         )
         return {"action": action, "count": count, "missing": missing}
+
+    # -- cameras
+
+    def _camera(self, camera_id: str) -> CameraDriver:
+        for camera in self._all_cameras:
+            if camera.id == camera_id:
+                return camera
+        raise ActionError(404, f"no camera {camera_id!r} is configured")
+
+    def camera_snapshot(self, camera_id: str) -> Path | None:
+        camera = self._camera(camera_id)
+        newest = camera.snapshots.newest
+        return camera.snapshots.path(newest) if newest else None
+
+    async def camera_presets(self, camera_id: str) -> list[dict[str, Any]]:
+        camera = self._camera(camera_id)
+        try:
+            presets: list[dict[str, Any]] = await camera.presets()
+        except PtzError as exc:
+            raise ActionError(exc.status, str(exc)) from exc
+        return presets
+
+    async def camera_ptz(
+        self, camera_id: str, action: str, body: dict[str, Any], operator: str, reason: str
+    ) -> dict[str, Any]:
+        camera = self._camera(camera_id)
+        try:
+            result = await camera.ptz(action, body)
+        except PtzError as exc:
+            raise ActionError(exc.status, str(exc)) from exc
+        await self.outbox.record_action(
+            self.clock.now(), operator, f"ptz-{action}", camera_id, reason
+        )
+        log.info("%s: PTZ %s by %s (%s)", camera_id, action, operator, reason or "no reason")
+        return {"camera": camera_id, **result}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from edgeagent.cameras.onvif import OnvifCamera, PtzError
 from edgeagent.cameras.reader import ReaderSpec
 from edgeagent.cameras.settings import CameraDevice
 from edgeagent.cameras.snapshots import SnapshotStore
@@ -49,10 +50,8 @@ class CameraDriver:
             self._reporter,
             clock,
         )
-        self.onvif: Any = None
+        self.onvif: OnvifCamera | None = None
         if device.onvif is not None:
-            from edgeagent.cameras.onvif import OnvifCamera
-
             self.onvif = OnvifCamera(device, password, self.video, clock)
 
     @property
@@ -66,6 +65,24 @@ class CameraDriver:
             if self.onvif is not None:
                 group.create_task(self.onvif.run(), name=f"camera-{self.id}-onvif")
             group.create_task(self.video.run(), name=f"camera-{self.id}-video")
+
+    def unavailable(self, reason: str) -> None:
+        """Mark a camera that cannot run here, so the page says why."""
+        self.video.stream.state = "lost"
+        self.video.stream.reason = reason
+        self.health.reason = reason
+        self.health.last_error = reason
+
+    async def presets(self) -> list[dict[str, Any]]:
+        return await self._onvif().presets()
+
+    async def ptz(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._onvif().ptz(action, body)
+
+    def _onvif(self) -> OnvifCamera:
+        if self.onvif is None:
+            raise PtzError(409, f"camera {self.id} has no ONVIF control configured")
+        return self.onvif
 
     async def close(self) -> None:
         """Leave the camera tidy: end its PullPoint subscription, stop a moving head."""

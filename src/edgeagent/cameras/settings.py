@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -147,3 +148,4 @@ class CameraDevice(_Section):
 
 # Loading the main settings module resolves SecretRef in the models above (it rebuilds
 # them), whichever of the two modules is imported first.
+importlib.import_module("edgeagent.settings")
