@@ -107,3 +107,48 @@ class MjpegServer:
             self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+class RtspServer:
+    """GStreamer's RTSP server on loopback serving a clip, run under the system Python."""
+
+    def __init__(self, clip: Path) -> None:
+        check = subprocess.run(
+            [
+                SYSTEM_PYTHON,
+                "-c",
+                "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                "from gi.repository import GstRtspServer",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if check.returncode != 0:
+            pytest.fail(
+                "GStreamer's RTSP server bindings are missing: run the tests through "
+                "`make test`, which installs them"
+            )
+        self.port = free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/stream"
+        script = Path(__file__).with_name("rtsp_server.py")
+        self.process = subprocess.Popen(
+            [SYSTEM_PYTHON, str(script), str(self.port), str(clip)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "ready" not in line:
+            self.stop()
+            pytest.fail(f"the RTSP server did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()

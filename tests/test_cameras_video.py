@@ -20,7 +20,7 @@ from edgeagent.cameras.snapshots import SnapshotStore  # noqa: E402
 from edgeagent.clock import SystemClock  # noqa: E402
 from edgeagent.drivers.base import DeviceHealth  # noqa: E402
 from edgeagent.events import CAMERA_EVENT, DEVICE_STATUS, Event  # noqa: E402
-from tests.camera_media import FPS, MjpegServer, make_clip  # noqa: E402
+from tests.camera_media import FPS, MjpegServer, RtspServer, make_clip  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -248,3 +248,17 @@ async def test_missing_file_is_offline_with_a_reason(tmp_path: Path) -> None:
     assert "cannot open" in driver.health.reason
     assert driver.status()["stream"]["state"] == "lost"
     assert sink.camera_events() == []
+
+
+async def test_rtsp_stream_over_tcp_gives_motion(clips: Path, tmp_path: Path) -> None:
+    """A real RTSP server on loopback: the stream opens over TCP and motion is seen."""
+    server = RtspServer(make_clip(clips, "moving"))
+    try:
+        sink = Collector()
+        driver = camera(server.url, tmp_path, sink)
+        async with running(driver):
+            motion = await sink.wait_for("motion")
+            assert motion.data["snapshot"]
+            assert driver.status()["stream"]["fps"] is not None
+    finally:
+        server.stop()
