@@ -121,7 +121,7 @@ class CameraDevice(_Section):
         description="The stream is lost after max(this, 5 frame intervals) without a frame",
     )
     frozen_after_s: float = Field(
-        8.0, gt=0, description="Identical frames for this long: the picture is frozen"
+        6.0, gt=0, description="Identical frames for this long: the picture is frozen"
     )
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect delay")
     motion: CameraMotion = Field(default_factory=CameraMotion)  # type: ignore[arg-type]
