@@ -206,7 +206,7 @@ async def test_file_stream_motion_snapshot_and_loss(clips: Path, tmp_path: Path)
 
 async def test_frozen_picture_is_noticed(clips: Path, tmp_path: Path) -> None:
     sink = Collector()
-    driver = camera(str(make_clip(clips, "frozen")), tmp_path, sink, frozen_after_s=2.0)
+    driver = camera(str(make_clip(clips, "frozen")), tmp_path, sink, frozen_after_s=1.0)
     async with running(driver):
         await sink.wait_for("stream_frozen")
         assert driver.status()["stream"]["state"] == "frozen"
@@ -262,3 +262,14 @@ async def test_rtsp_stream_over_tcp_gives_motion(clips: Path, tmp_path: Path) ->
             assert driver.status()["stream"]["fps"] is not None
     finally:
         server.stop()
+
+
+def test_reader_slot_keeps_only_the_newest_frame() -> None:
+    """Frames decoded while the analysis was busy are dropped, never queued: the
+    analysis always sees the newest picture, not a stale backlog."""
+    from edgeagent.cameras.reader import _Newest
+
+    slot = _Newest()
+    for index in range(5):
+        slot.put(f"frame-{index}", float(index))
+    assert (slot.frame, slot.at, slot.seq) == ("frame-4", 4.0, 5)
