@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,cameras]'
 	touch $(STAMP)
 
 # mosquitto for the tests (the demo falls back to an embedded broker without it).
@@ -30,6 +30,20 @@ sysdeps: sysdeps-ops
 		echo "installing openssl with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			openssl >/dev/null; \
+	fi
+	@# ffmpeg makes the cameras' test clips and serves them as MJPEG; GStreamer's RTSP
+	@# server, run under the system Python, serves them over RTSP.
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; \
+		gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing ffmpeg and the GStreamer RTSP server with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+				gstreamer1.0-plugins-good gstreamer1.0-plugins-bad >/dev/null; \
+			command -v ffmpeg >/dev/null || { echo "ffmpeg did not install" >&2; exit 1; }; \
+		else \
+			echo "ffmpeg or GStreamer is missing and apt-get is not available" >&2; exit 1; \
+		fi; \
 	fi
 
 demo: $(STAMP)

@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from edgeagent.alarms.checks import alarm_problems
+from edgeagent.cameras import missing_extra
 from edgeagent.settings import RESERVED_IDS, SecretError, SecretRef, Settings, is_loopback
 
 DEFAULT_CONFIG = Path("/etc/edgeagent/edgeagent.yaml")
@@ -241,6 +242,9 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
     ]
     if settings.mqtt is not None:
         secrets.append((("mqtt", "password"), settings.mqtt.password))
+    for index, camera in enumerate(settings.cameras):
+        if camera.onvif is not None and camera.onvif.password is not None:
+            secrets.append((("cameras", index, "onvif", "password"), camera.onvif.password))
     for loc, ref in secrets:
         if ref is None:
             continue
@@ -260,8 +264,17 @@ def review(path: Path, settings: Settings) -> tuple[list[ConfigProblem], list[st
         )
     if settings.status.token is None:
         warnings.append("status.token is not set: operator actions are disabled")
-    if not settings.gnss and (
-        settings.mqtt is None or not (settings.mqtt.sensors or settings.mqtt.profiles)
+    missing = missing_extra() if settings.cameras else []
+    if missing:
+        warnings.append(
+            f"{len(settings.cameras)} cameras configured, but the cameras extra is not "
+            f"installed (missing {', '.join(missing)}): they stay offline until "
+            "edgeagent[cameras] is installed"
+        )
+    if (
+        not settings.gnss
+        and (settings.mqtt is None or not (settings.mqtt.sensors or settings.mqtt.profiles))
+        and not settings.cameras
     ):
         warnings.append("no GNSS receiver and no MQTT sensor configured: nothing to read")
     if not is_loopback(settings.status.listen):

@@ -201,6 +201,54 @@ def cmd_uplink_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+PTZ_ACTIONS = ("continuous", "relative", "absolute", "stop", "home", "preset-goto", "preset-set")
+
+
+def cmd_camera_ptz(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"operator": args.operator, "reason": args.reason}
+    for key in ("pan", "tilt", "zoom", "seconds"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    if args.preset is not None:
+        body["preset"] = args.preset
+    if args.name is not None:
+        body["name"] = args.name
+    result = _Daemon(args).call("POST", f"/api/cameras/{args.camera}/ptz/{args.ptz_action}", body)
+    detail = ", ".join(f"{k} {v}" for k, v in result.items() if k not in ("camera", "action"))
+    print(f"{args.camera}: {args.ptz_action} sent{f' ({detail})' if detail else ''}")
+    return 0
+
+
+def cmd_camera_presets(args: argparse.Namespace) -> int:
+    result = _Daemon(args).call("GET", f"/api/cameras/{args.camera}/presets")
+    for preset in result["presets"]:
+        print(f"{preset['token']:<12} {preset['name']}")
+    return 0
+
+
+def _add_camera_commands(commands: Any) -> None:
+    camera = commands.add_parser("camera", help="steer cameras (PTZ) and list their presets")
+    camera_actions = camera.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ptz = camera_actions.add_parser("ptz", help="move a PTZ camera")
+    ptz.add_argument("camera", help="the camera's id")
+    ptz.add_argument(
+        "ptz_action", choices=PTZ_ACTIONS, metavar="MOVE", help=" | ".join(PTZ_ACTIONS)
+    )
+    ptz.add_argument("--pan", type=float, help="-1 to 1: speed, step or position")
+    ptz.add_argument("--tilt", type=float, help="-1 to 1: speed, step or position")
+    ptz.add_argument("--zoom", type=float, help="-1 to 1: speed, step or position")
+    ptz.add_argument("--seconds", type=float, help="continuous: stop after this long")
+    ptz.add_argument("--preset", help="preset token (preset-goto, or preset-set to overwrite)")
+    ptz.add_argument("--name", help="preset-set: the new preset's name")
+    _action_options(ptz)
+    _api_options(ptz)
+    ptz.set_defaults(func=cmd_camera_ptz)
+    presets = camera_actions.add_parser("presets", help="list a PTZ camera's presets")
+    presets.add_argument("camera", help="the camera's id")
+    _api_options(presets)
+    presets.set_defaults(func=cmd_camera_presets)
+
+
 def _api_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "-c",
@@ -273,6 +321,7 @@ def add_commands(commands: Any) -> None:
     _api_options(retry)
     retry.set_defaults(func=cmd_uplink_retry)
 
+    _add_camera_commands(commands)
     from edgeagent.alarms.commands import add_alarm_commands
 
     add_alarm_commands(commands)

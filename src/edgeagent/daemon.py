@@ -19,6 +19,9 @@ import uvicorn
 
 from edgeagent import __version__
 from edgeagent.alarms import ActionRefused, AlarmEvaluator, InvalidAction, UnknownAlarm
+from edgeagent.cameras import missing_extra
+from edgeagent.cameras.camera import CameraDriver
+from edgeagent.cameras.onvif import PtzError
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.drivers.base import DEGRADED, ONLINE, DeviceHealth, HealthReporter
 from edgeagent.drivers.gnss import GnssDriver
@@ -51,6 +54,29 @@ class StartupError(Exception):
 
 class DaemonFailed(Exception):
     """A stage of the running daemon failed; systemd's restart takes it from here."""
+
+
+def camera_passwords(settings: Settings) -> dict[str, str]:
+    """Each camera's ONVIF password, read from its secret; none is ever logged."""
+    passwords = {
+        c.id: c.onvif.password.read().decode()
+        for c in settings.cameras
+        if c.onvif is not None and c.onvif.password is not None
+    }
+    for password in passwords.values():
+        forget_secret(password)
+    return passwords
+
+
+def report_missing_camera_extra(settings: Settings) -> None:
+    missing = missing_extra() if settings.cameras else []
+    if missing:
+        log.error(
+            "cameras: %d configured but the cameras extra is not installed (missing %s); "
+            "install edgeagent[cameras] to use them",
+            len(settings.cameras),
+            ", ".join(missing),
+        )
 
 
 def scrub_url(url: str) -> str:
@@ -88,6 +114,7 @@ class Daemon:
         self.devices: list[DeviceHealth] = []
         self.mqtt: MqttDriver | None = None
         self.gnss: list[GnssDriver] = []
+        self.cameras: list[CameraDriver] = []
         self.server: _Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._ingest_task: asyncio.Task[None] | None = None
@@ -96,6 +123,7 @@ class Daemon:
         self.drivers = DriverRegistry()
         self.drivers.kind("gnss", self._gnss_specs)
         self.drivers.kind("mqtt", self._mqtt_specs)
+        self.drivers.kind("camera", self._camera_specs)
         self._alarm_timer_task: asyncio.Task[None] | None = None
         self._page_task: asyncio.Task[None] | None = None
         self._page_socket: socket.socket | None = None
@@ -118,10 +146,12 @@ class Daemon:
             self._token = settings.status.token.read() if settings.status.token else None
             view = settings.status.view_token
             self._view_token = view.read() if view else None
+            self._camera_passwords = camera_passwords(settings)
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
         for value in (api_key, secret, mqtt_password, self._token, self._view_token):
             forget_secret(value)
+        report_missing_camera_extra(settings)
         if not api_key or not secret:
             log.warning(
                 "uplink: no api_key or signing_secret configured; the platform "
@@ -216,6 +246,35 @@ class Daemon:
         config = (mqtt, settings.gateway.id, password, receive_maximum)
         return [DriverSpec("mqtt", "mqtt", config, build)]
 
+    def _camera_specs(self, settings: Settings) -> list[DriverSpec]:
+        missing = missing_extra() if settings.cameras else []
+        passwords = self._camera_passwords
+
+        def build(camera: Any) -> Callable[[], CameraDriver]:
+            def make() -> CameraDriver:
+                driver = CameraDriver(
+                    camera,
+                    settings.external_id(camera.id, camera.external_id),
+                    self.ingest,
+                    DeviceHealth(camera.id, "camera"),
+                    self.clock,
+                    settings.gateway.data_dir,
+                    passwords.get(camera.id),
+                )
+                if missing:
+                    driver.unavailable(
+                        f"cameras extra not installed (missing {', '.join(missing)})"
+                    )
+                return driver
+
+            return make
+
+        config_of = (settings.gateway.id, settings.gateway.data_dir)
+        return [
+            DriverSpec("camera", c.id, (c, passwords.get(c.id), config_of), build(c))
+            for c in settings.cameras
+        ]
+
     def _hangup(self) -> None:
         if not self._ready:
             log.warning("reload: asked before start-up finished; ignored")
@@ -255,24 +314,30 @@ class Daemon:
                     if settings.mqtt and settings.mqtt.password:
                         password = settings.mqtt.password.read().decode()
                         forget_secret(password)
+                    cameras = camera_passwords(settings)
                 except SecretError as exc:
                     log.error("reload: %s refused, the running configuration stays: %s", path, exc)
                     return False
-                for section in ("gateway", "platform", "outbox", "uplink", "status", "alarms"):
+                unapplied = ("gateway", "platform", "outbox", "uplink", "status", "alarms")
+                for section in unapplied:
                     if getattr(settings, section) != getattr(self.settings, section):
                         log.warning(
                             "reload: '%s' changed; it takes effect at the next restart", section
                         )
                 # Only the driver sections apply now; the drivers see the rest as running.
                 merged = self.settings.model_copy(
-                    update={"gnss": settings.gnss, "mqtt": settings.mqtt}
+                    update={
+                        "gnss": settings.gnss,
+                        "mqtt": settings.mqtt,
+                        "cameras": settings.cameras,
+                    }
                 )
-                previous = self._mqtt_password
-                self._mqtt_password = password
+                previous = self._mqtt_password, self._camera_passwords
+                self._mqtt_password, self._camera_passwords = password, cameras
                 try:
                     report = await self.drivers.reload(merged)
                 except ValueError as exc:
-                    self._mqtt_password = previous
+                    self._mqtt_password, self._camera_passwords = previous
                     log.error("reload: %s refused, the running configuration stays: %s", path, exc)
                     return False
                 self.settings = merged
@@ -287,6 +352,7 @@ class Daemon:
         """Point the daemon's shortcuts at the drivers now running."""
         self.gnss = self.drivers.drivers("gnss")
         self.mqtt = self.drivers.get("mqtt", "mqtt")
+        self.cameras = self.drivers.drivers("camera")
         self.devices = [self.outbox_health, *self.drivers.healths()]
 
     async def run(self) -> None:
@@ -676,6 +742,7 @@ class Daemon:
                 "url": scrub_url(self.uplink.url),
                 "lanes": self.uplink.lane_status(),
             },
+            "cameras": [c.status() for c in self.cameras],
         }
 
     async def retry_uplink(self, operator: str, reason: str) -> None:
@@ -790,3 +857,38 @@ class Daemon:
             reason or "no reason given",
         )
         return {"action": action, "count": count, "missing": missing}
+
+    # -- cameras
+
+    def _camera(self, camera_id: str) -> CameraDriver:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise ActionError(404, f"no camera {camera_id!r} is configured")
+
+    def camera_snapshot(self, camera_id: str) -> Path | None:
+        camera = self._camera(camera_id)
+        newest = camera.snapshots.newest
+        return camera.snapshots.path(newest) if newest else None
+
+    async def camera_presets(self, camera_id: str) -> list[dict[str, Any]]:
+        camera = self._camera(camera_id)
+        try:
+            presets: list[dict[str, Any]] = await camera.presets()
+        except PtzError as exc:
+            raise ActionError(exc.status, str(exc)) from exc
+        return presets
+
+    async def camera_ptz(
+        self, camera_id: str, action: str, body: dict[str, Any], operator: str, reason: str
+    ) -> dict[str, Any]:
+        camera = self._camera(camera_id)
+        try:
+            result = await camera.ptz(action, body)
+        except PtzError as exc:
+            raise ActionError(exc.status, str(exc)) from exc
+        await self.outbox.record_action(
+            self.clock.now(), operator, f"ptz-{action}", camera_id, reason
+        )
+        log.info("%s: PTZ %s by %s (%s)", camera_id, action, operator, reason or "no reason")
+        return {"camera": camera_id, **result}

@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 from edgeagent.alarms.config import AlarmManagement, LimitAlarm
+from edgeagent.cameras.settings import CameraDevice, CameraOnvif
 from edgeagent.drivers.nmea import HEADING_MIN_SPEED_MPS, RELEASE_DATE
 from edgeagent.drivers.profile_model import ProfileUse
 from edgeagent.drivers.topics import TopicMap
@@ -78,6 +79,11 @@ class SecretRef(Section):
 
 class SecretError(Exception):
     """A secret could not be read."""
+
+
+# The camera models name SecretRef, defined just above; resolve it for them.
+CameraOnvif.model_rebuild(_types_namespace={"SecretRef": SecretRef})
+CameraDevice.model_rebuild(_types_namespace={"SecretRef": SecretRef})
 
 
 def is_loopback(host: str) -> bool:
@@ -360,6 +366,9 @@ class Settings(BaseSettings):
         default_factory=AlarmManagement,  # type: ignore[arg-type]
         description="Shelving limits and alarm performance figures",
     )
+    cameras: list[CameraDevice] = Field(
+        default_factory=list, description="ONVIF and video cameras (needs edgeagent[cameras])"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -377,6 +386,7 @@ class Settings(BaseSettings):
     def _ids_unique(self) -> Settings:
         seen: set[str] = set(RESERVED_IDS)
         named = [("gnss", d.id) for d in self.gnss] + [("alarms", a.id) for a in self.alarms]
+        named += [("cameras", c.id) for c in self.cameras]
         for section, device_id in named:
             if device_id in RESERVED_IDS:
                 raise ValueError(f"{section}: id {device_id!r} is reserved for the daemon")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -12,7 +13,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from edgeagent.events import printable
@@ -64,6 +71,14 @@ class StatusSource(Protocol):
     async def metrics(self) -> bytes: ...
 
     async def retry_uplink(self, operator: str, reason: str) -> None: ...
+
+    def camera_snapshot(self, camera_id: str) -> Path | None: ...
+
+    async def camera_presets(self, camera_id: str) -> list[dict[str, Any]]: ...
+
+    async def camera_ptz(
+        self, camera_id: str, action: str, body: dict[str, Any], operator: str, reason: str
+    ) -> dict[str, Any]: ...
 
 
 class _Api:
@@ -227,6 +242,41 @@ class _Api:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse({"retrying": True})
 
+    # -- cameras
+
+    async def camera_snapshot(self, request: Request) -> Response:
+        try:
+            path = self.source.camera_snapshot(request.path_params["camera_id"])
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        if path is None:
+            return JSONResponse({"error": "no snapshot yet"}, status_code=404)
+        # Snapshots are replaced, never rewritten: a browser must not keep an old one.
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    async def camera_presets(self, request: Request) -> Response:
+        try:
+            presets = await self.source.camera_presets(request.path_params["camera_id"])
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"presets": presets})
+
+    async def camera_ptz(self, request: Request) -> Response:
+        try:
+            self.authorise(request)
+            data = await self.read_body(request)
+            operator, reason = self.operator_of(data)
+            result = await self.source.camera_ptz(
+                request.path_params["camera_id"],
+                request.path_params["action"],
+                data,
+                operator,
+                reason,
+            )
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse(result)
+
 
 ALARM_ACTIONS = ("shelve", "unshelve", "remove", "restore", "reset")
 
@@ -279,5 +329,8 @@ def build_app(
             Route("/api/outbox/{what:str}", api.outbox_view, methods=["GET"]),
             Route("/api/outbox/{action:str}", api.outbox_repair, methods=["POST"]),
             Route("/api/uplink/retry", api.retry_uplink, methods=["POST"]),
+            Route("/cameras/{camera_id}/snapshot.jpg", api.camera_snapshot),
+            Route("/api/cameras/{camera_id}/presets", api.camera_presets, methods=["GET"]),
+            Route("/api/cameras/{camera_id}/ptz/{action}", api.camera_ptz, methods=["POST"]),
         ],
     )

@@ -1,0 +1,362 @@
+"""ONVIF against a fake camera on loopback: set-up, clock skew, PullPoint, PTZ, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("onvif", reason="the cameras extra is not installed")
+
+from edgeagent.cameras.camera import CameraDriver
+from edgeagent.cameras.onvif import OnvifCamera, PtzError
+from edgeagent.cameras.settings import CameraDevice
+from edgeagent.clock import ManualClock
+from edgeagent.drivers.base import DeviceHealth
+from tests.fake_onvif import FakeCamera
+from tests.test_cameras_video import Collector
+
+MOTION_TOPIC = "tns1:RuleEngine/CellMotionDetector/Motion"
+TAMPER_TOPIC = "tns1:VideoSource/GlobalSceneChange/ImagingService"
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCamera]:
+    camera = FakeCamera()
+    await camera.start()
+    yield camera
+    await camera.stop()
+
+
+class Rig:
+    """A camera driver on a manual clock, with only its ONVIF side running."""
+
+    def __init__(self, fake: FakeCamera, tmp_path: Path, password: str, **onvif: Any) -> None:
+        self.clock = ManualClock(datetime.now(UTC))
+        self.sink = Collector()
+        device = CameraDevice.model_validate(
+            {
+                "id": "cam1",
+                "source": str(tmp_path / "unused.mp4"),
+                "onvif": {
+                    "host": "127.0.0.1",
+                    "port": fake.port,
+                    "username": "admin",
+                    "pull_timeout_s": 0.2,
+                    "timeout_s": 5,
+                    **onvif,
+                },
+            }
+        )
+        self.driver = CameraDriver(
+            device,
+            "gw/cam1",
+            self.sink,
+            DeviceHealth("cam1", "camera"),
+            self.clock,
+            tmp_path,
+            password,
+        )
+        assert self.driver.onvif is not None
+        self.onvif: OnvifCamera = self.driver.onvif
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.onvif.run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.driver.close()
+
+    async def tick(self, seconds: float = 1.0) -> None:
+        """Move the manual clock, leaving real time for the SOAP round trips around it."""
+        await asyncio.sleep(0.1)
+        await self.clock.advance(seconds)
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def rig_for(fake: FakeCamera, tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(password: str = "secret", **onvif: Any) -> Rig:
+        rig = Rig(fake, tmp_path, password, **onvif)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        await rig.stop()
+
+
+async def connected(rig: Rig) -> None:
+    await rig.start()
+    await eventually(lambda: rig.onvif.connected)
+
+
+async def test_setup_with_a_camera_clock_hours_off(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    """WS-Security works although the camera's clock is 3 hours behind (Zulu timestamps,
+    offset from the camera's own time), and everything it offers is recorded."""
+    fake.clock_offset = timedelta(hours=-3)
+    rig = rig_for()
+    await connected(rig)
+    described = rig.onvif.describe()
+    assert described["device"]["manufacturer"] == "Fakecam"
+    assert described["services"] == ["device", "events", "media", "ptz"]
+    assert [p["token"] for p in described["profiles"]] == ["main", "sub"]
+    assert described["profile"] == "main"
+    assert rig.onvif.stream_uri == fake.stream_uri
+    assert described["snapshot_uri"] is True
+    assert "secret" not in repr(described)
+    assert rig.driver.status()["ptz"] is True
+
+
+async def test_camera_without_ptz_events_or_snapshot_is_set_up_with_what_it_has(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    fake.services = {"device", "media"}
+    fake.unsupported = {"GetSnapshotUri"}
+    rig = rig_for()
+    await connected(rig)
+    assert rig.onvif.stream_uri == fake.stream_uri
+    assert rig.onvif.snapshot_uri is None
+    assert rig.driver.status()["ptz"] is False
+    with pytest.raises(PtzError) as refused:
+        await rig.driver.ptz("stop", {})
+    assert refused.value.status == 409
+    assert "CreatePullPointSubscription" not in fake.calls
+
+
+async def test_wrong_password_is_reported_and_retried_with_backoff(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    rig = rig_for(password="wrong")
+    await rig.start()
+    await eventually(lambda: rig.onvif.last_error is not None)
+    assert "not authorized" in rig.onvif.last_error.lower()
+    assert not rig.onvif.connected
+    calls = len(fake.calls)
+    await asyncio.sleep(0.5)
+    assert len(fake.calls) == calls, "retried without waiting for the backoff"
+    with pytest.raises(PtzError) as refused:
+        await rig.driver.ptz("stop", {})
+    assert refused.value.status == 503
+
+
+async def test_library_side_effects_are_undone(
+    fake: FakeCamera, rig_for: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library sets the root logger level and clears proxy variables; the daemon's
+    logging and the uplink's proxy must survive it."""
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:3128")
+    root = logging.getLogger()
+    level = root.level
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    rig = rig_for()
+    await connected(rig)
+    assert root.level == logging.WARNING
+    assert os.environ["https_proxy"] == "http://127.0.0.1:3128"
+    root.level = level
+
+
+async def pulled(rig: Rig, fake: FakeCamera) -> None:
+    await eventually(lambda: fake.calls.count("PullMessages") >= 1)
+
+
+async def test_pullpoint_events_become_camera_events(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    fake.initial_motion = "true"
+    rig = rig_for()
+    await connected(rig)
+    await pulled(rig, fake)
+    # The Initialized message (motion already on) is state, not a new event.
+    assert rig.sink.camera_events() == []
+    stamp = rig.clock.now() - timedelta(seconds=2)
+    fake.push(MOTION_TOPIC, "IsMotion", "true", utc=stamp)
+    fake.push(MOTION_TOPIC, "IsMotion", "false")
+    fake.push(TAMPER_TOPIC, "State", "true")
+    fake.push("tns1:Device/Trigger/DigitalInput", "LogicalState", "true")
+    for _ in range(40):
+        if len(rig.sink.camera_events()) >= 3:
+            break
+        await rig.tick()
+    assert rig.sink.camera_events() == ["motion", "motion_end", "tamper"]
+    motion = rig.sink.events[0]
+    assert motion.data["origin"] == "camera"
+    assert abs((motion.occurred_at - stamp).total_seconds()) < 1.0
+
+
+async def test_absurd_camera_event_time_is_replaced_by_the_gateways(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    rig = rig_for()
+    await connected(rig)
+    await pulled(rig, fake)
+    fake.push(MOTION_TOPIC, "IsMotion", "true", utc=datetime(1970, 1, 1, tzinfo=UTC))
+    for _ in range(40):
+        if rig.sink.camera_events():
+            break
+        await rig.tick()
+    event = rig.sink.events[0]
+    assert event.occurred_at.year >= 2026
+    assert event.occurred_at == event.received_at
+
+
+async def test_subscription_is_renewed_before_expiry(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    rig = rig_for(subscription_s=10)
+    await connected(rig)
+    await pulled(rig, fake)
+    subscription = next(iter(fake.subscriptions.values()))
+    for _ in range(10):
+        await rig.tick()
+        if subscription.renewals:
+            break
+    assert subscription.renewals >= 1, (rig.onvif.last_error, fake.calls[6:])
+    assert fake.created == 1
+
+
+async def test_camera_reboot_leads_to_a_new_subscription(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    rig = rig_for()
+    await connected(rig)
+    await pulled(rig, fake)
+    fake.reboot()
+    for _ in range(100):
+        if fake.created >= 2 and rig.onvif.connected:
+            break
+        await rig.tick(5)
+    assert fake.created == 2
+    assert len(fake.subscriptions) == 1
+
+
+async def test_subscription_limit_backs_off_instead_of_looping(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    fake.max_subscriptions = 0
+    rig = rig_for()
+    await rig.start()
+    await eventually(lambda: "CreatePullPointSubscription" in fake.calls)
+    await asyncio.sleep(0.5)
+    assert fake.calls.count("CreatePullPointSubscription") == 1
+    assert "too many subscriptions" in (rig.onvif.last_error or "")
+
+
+async def test_shutdown_unsubscribes(fake: FakeCamera, rig_for: Callable[..., Rig]) -> None:
+    rig = rig_for()
+    await connected(rig)
+    await pulled(rig, fake)
+    await rig.stop()
+    assert fake.unsubscribed == 1
+    assert fake.subscriptions == {}
+
+
+async def test_silent_camera_times_out_without_hanging(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    fake.silent = True
+    rig = rig_for(timeout_s=0.5)
+    await rig.start()
+    await eventually(lambda: rig.onvif.last_error is not None)
+    assert "Timeout" in rig.onvif.last_error
+
+
+async def test_continuous_move_always_ends_with_a_stop(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    rig = rig_for(events=False, continuous_max_s=5)
+    await connected(rig)
+    answer = await rig.driver.ptz("continuous", {"pan": 0.5, "tilt": -0.25, "seconds": 30})
+    assert answer["stop_after_s"] == 5
+    assert [c[0] for c in fake.ptz_calls] == ["ContinuousMove"]
+    assert fake.ptz_calls[0][1]["PanTilt.x"] == "0.5"
+    await rig.tick(4)
+    assert [c[0] for c in fake.ptz_calls] == ["ContinuousMove"]
+    await rig.tick(2)
+    await eventually(lambda: [c[0] for c in fake.ptz_calls] == ["ContinuousMove", "Stop"])
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "operation"),
+    [
+        ("relative", {"pan": 0.1}, "RelativeMove"),
+        ("absolute", {"pan": -1, "tilt": 1, "zoom": 0.5}, "AbsoluteMove"),
+        ("home", {}, "GotoHomePosition"),
+        ("stop", {}, "Stop"),
+        ("preset-goto", {"preset": "1"}, "GotoPreset"),
+        ("preset-set", {"name": "fence"}, "SetPreset"),
+    ],
+    ids=["relative", "absolute", "home", "stop", "preset-goto", "preset-set"],
+)
+async def test_ptz_actions_reach_the_camera(
+    fake: FakeCamera,
+    rig_for: Callable[..., Rig],
+    action: str,
+    body: dict[str, Any],
+    operation: str,
+) -> None:
+    rig = rig_for(events=False)
+    await connected(rig)
+    await rig.driver.ptz(action, body)
+    assert fake.ptz_calls[-1][0] == operation
+    assert fake.ptz_calls[-1][1]["ProfileToken"] == "main"
+
+
+async def test_presets_are_listed_and_set(fake: FakeCamera, rig_for: Callable[..., Rig]) -> None:
+    rig = rig_for(events=False)
+    await connected(rig)
+    made = await rig.driver.ptz("preset-set", {"name": "fence"})
+    assert made["preset"] == "2"
+    assert await rig.driver.presets() == [
+        {"token": "1", "name": "gate"},
+        {"token": "2", "name": "fence"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "status"),
+    [
+        ("continuous", {"pan": 2}, 400),
+        ("relative", {"pan": "left"}, 400),
+        ("preset-goto", {}, 400),
+        ("preset-goto", {"preset": "99"}, 502),
+        ("preset-set", {"name": ""}, 400),
+        ("spin", {}, 404),
+    ],
+    ids=["speed-out-of-range", "not-a-number", "no-preset", "unknown-preset", "no-name", "spin"],
+)
+async def test_bad_ptz_requests_are_refused_clearly(
+    fake: FakeCamera,
+    rig_for: Callable[..., Rig],
+    action: str,
+    body: dict[str, Any],
+    status: int,
+) -> None:
+    rig = rig_for(events=False)
+    await connected(rig)
+    with pytest.raises(PtzError) as refused:
+        await rig.driver.ptz(action, body)
+    assert refused.value.status == status
+    assert str(refused.value)
