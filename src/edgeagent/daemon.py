@@ -151,7 +151,6 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         for value in (api_key, secret, mqtt_password, self._token, self._view_token):
             forget_secret(value)
-        report_missing_camera_extra(settings)
         if not api_key or not secret:
             log.warning(
                 "uplink: no api_key or signing_secret configured; the platform "
@@ -394,6 +393,7 @@ class Daemon:
             self._maintain_outbox(), name="outbox-maintenance"
         )
         self.uplink.notify()
+        report_missing_camera_extra(settings)
         self.drivers.start(settings)
         self._driver_views()
         self._alarm_timer_task = asyncio.create_task(self._alarm_timers(), name="alarm-timers")
