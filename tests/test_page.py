@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from edgeagent.alarms.figures import AlarmFigures
 from edgeagent.events import LOCATION_UPDATE, SENSOR_READING, format_time, make_event
 from edgeagent.status.page import PAGE_SIZE, View, render, render_live
 from edgeagent.status.recorder import (
@@ -22,6 +23,16 @@ from edgeagent.status.recorder import (
 from edgeagent.status.svg import sparkline, track
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def figures() -> dict[str, Any]:
+    """Figures as the evaluator makes them: two annunciations within 10 minutes, three
+    within the hour."""
+    counter = AlarmFigures(fleeting_s=1.0, started=0.0)
+    counter.annunciated("a-acked", "low", 1000.0)
+    counter.annunciated("a-new", "high", 3000.0)
+    counter.annunciated("a-new", "high", 3300.0)
+    return counter.snapshot(3400.0, [])
 
 
 def snapshot(**extra: Any) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def test_alarm_rows_show_flags_figures_and_the_right_buttons() -> None:
                 alarm("a-shelved", state="shelved", shelved=True),
             ],
             "configured": 7,
-            "figures": {"alarms_per_10_min_peak": 3, "standing": 2},
+            "figures": figures(),
         }
     )
     html = render_live(status, View(can_shelve=True))
@@ -96,7 +107,10 @@ def test_alarm_rows_show_flags_figures_and_the_right_buttons() -> None:
     assert "data-action=shelve" in rows["a-new"]
     assert "data-action=shelve" not in rows["a-shelved"]
     assert "30 s" in rows["a-new"]
-    assert "alarms per 10 min peak 3" in html and "7 configured" in html
+    assert "<td>Annunciated, last 10 minutes</td><td>2</td>" in html
+    assert "<td>Most frequent</td><td>a-new (2), a-acked (1)</td>" in html
+    assert "<td>Priority mix</td><td>high 67 %, low 33 %</td>" in html
+    assert "7 configured" in html
     # Without a shelve action on this daemon, no shelve button is offered.
     assert "data-action=shelve" not in render_live(status, View(can_shelve=False))
 
@@ -274,13 +288,14 @@ def test_metrics_carry_alarm_figures_and_send_rate() -> None:
         alarms={
             "active": [alarm("a")],
             "configured": 1,
-            "figures": {"standing": 2, "flood": True, "note": "text"},
+            "figures": figures(),
         }
     )
     status["outbox"]["send_rate"] = 4.5
     text = render_metrics(status, []).decode()
-    assert 'edgeagent_alarm_figure{figure="standing"} 2.0' in text
-    assert "flood" not in text and "note" not in text
+    assert 'edgeagent_alarms_annunciated{window="10min"} 2.0' in text
+    assert 'edgeagent_alarms_annunciated_day_by_priority{priority="high"} 2.0' in text
+    assert "edgeagent_alarms_flood 0.0" in text
     assert "edgeagent_uplink_send_rate 4.5" in text
 
 
@@ -293,14 +308,15 @@ def test_status_command_prints_fixes_cameras_and_figures(
     status = snapshot(
         gnss={"fixes": fixes, "track": []},
         cameras=[{"id": "gate", "stream": {"state": "streaming", "fps": 10}, "last_event": None}],
-        alarms={"active": [], "configured": 1, "figures": {"standing": 1}},
+        alarms={"active": [], "configured": 1, "figures": figures()},
     )
     status["outbox"]["send_rate"] = 2.25
     _print_fixes_cameras_figures(status)
     out = capsys.readouterr().out
     assert "fix gnss-1" in out and "47.500000 8.250000 sats 12 hdop 0.7" in out
     assert "camera gate" in out and "streaming 10 fps" in out
-    assert "alarm figures: standing 1" in out and "sending 2.2 events/s" in out
+    assert "alarms annunciated: 2 in 10 min, 3 in the hour, 3 in the day" in out
+    assert "sending 2.2 events/s" in out
     _print_fixes_cameras_figures(snapshot())
     assert capsys.readouterr().out == ""
 

@@ -152,7 +152,16 @@ def _print_fixes_cameras_figures(status: dict[str, Any]) -> None:
         )
     figures = (status.get("alarms") or {}).get("figures") or {}
     if figures:
-        print("  alarm figures: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        share = figures.get("flood_time_share") or 0.0
+        print(
+            f"  alarms annunciated: {figures.get('annunciated_10min')} in 10 min, "
+            f"{figures.get('annunciated_hour')} in the hour, "
+            f"{figures.get('annunciated_day')} in the day; "
+            f"flood {'now' if figures.get('in_flood') else 'no'} "
+            f"({share * 100:.1f} % of the time); "
+            f"chattering {len(figures.get('chattering') or [])}, "
+            f"stale {len(figures.get('stale') or [])}"
+        )
     rate = status["outbox"].get("send_rate")
     if isinstance(rate, int | float):
         print(f"  sending {rate:.1f} events/s")

@@ -249,16 +249,54 @@ def _alarms(status: dict[str, Any], view: View, now: datetime) -> str:
         ],
         "No active alarms match." if view.query else "No active alarms.",
     )
-    figures = alarms.get("figures") or {}
-    shown = ""
-    if figures:
-        shown = "<p class=figures>" + " · ".join(
-            f"{escape(str(k).replace('_', ' '))} {escape(_text(v))}" for k, v in figures.items()
-        )
-        shown += "</p>"
+    shown = _alarm_figures(alarms.get("figures") or {})
     configured = alarms.get("configured")
     count = f"<p>{escape(_text(configured))} configured</p>" if configured is not None else ""
     return f"<h2>Active alarms</h2>{count}{table}{shown}"
+
+
+def _alarm_figures(figures: dict[str, Any]) -> str:
+    """The ISA 18.2 performance figures as a small table an operator reads at a glance."""
+    if not figures:
+        return ""
+
+    def ids(key: str) -> str | None:
+        return ", ".join(str(i) for i in figures.get(key) or []) or None
+
+    share = figures.get("flood_time_share")
+    mix = figures.get("priority_mix") or {}
+    top = figures.get("top_ten") or []
+    known = {
+        "annunciated_10min": ("Annunciated, last 10 minutes", figures.get("annunciated_10min")),
+        "annunciated_hour": ("Annunciated, last hour", figures.get("annunciated_hour")),
+        "annunciated_day": ("Annunciated, last day", figures.get("annunciated_day")),
+        "in_flood": ("In flood now (over 10 in 10 minutes)", figures.get("in_flood")),
+        "flood_time_share": (
+            "Time in flood",
+            f"{share * 100:.1f} %" if isinstance(share, int | float) else None,
+        ),
+        "chattering": ("Chattering (3 in 60 s)", ids("chattering")),
+        "fleeting_day": ("Fleeting, last day", figures.get("fleeting_day")),
+        "stale": ("Stale (active over 24 h)", ids("stale")),
+        "top_ten": (
+            "Most frequent",
+            ", ".join(f"{t.get('id')} ({t.get('count')})" for t in top if isinstance(t, dict))
+            or None,
+        ),
+        "priority_mix": (
+            "Priority mix",
+            ", ".join(f"{p} {v * 100:.0f} %" for p, v in mix.items() if isinstance(v, int | float))
+            or None,
+        ),
+    }
+    rows = [[label, value] for label, value in known.values()]
+    # Figures this page does not know yet still show, as they come.
+    rows += [
+        [str(k).replace("_", " "), _text(v)]
+        for k, v in figures.items()
+        if k not in known and k != "priority_counts"
+    ]
+    return "<h3>Alarm performance</h3>" + _table(["figure", "value"], rows, "", "figures")
 
 
 def _cameras(status: dict[str, Any], now: datetime) -> str:
