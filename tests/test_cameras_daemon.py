@@ -97,7 +97,7 @@ async def cameras(agent: Daemon) -> list[dict[str, Any]]:
 async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera) -> None:
     """The status lists the camera as the page expects it; motion in the video reaches
     the outbox with its snapshot, which the page serves."""
-    await eventually(lambda: daemon._all_cameras[0].video.last_event is not None)
+    await eventually(lambda: daemon.cameras[0].video.last_event is not None)
     [camera] = await cameras(daemon)
     assert camera["id"] == "gate" and camera["name"] == "Gate"
     assert camera["stream"]["state"] in ("starting", "ok", "lost", "frozen")
@@ -105,7 +105,7 @@ async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera
     assert camera["last_event"]["type"] == "motion"
     assert camera["snapshot"] == "/cameras/gate/snapshot.jpg"
     await eventually(
-        lambda: daemon._all_cameras[0].onvif is not None and daemon._all_cameras[0].onvif.connected
+        lambda: daemon.cameras[0].onvif is not None and daemon.cameras[0].onvif.connected
     )
     [camera] = await cameras(daemon)
     assert camera["ptz"] is True
@@ -129,7 +129,7 @@ async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera
 async def test_ptz_over_the_api_needs_the_token_and_is_journaled(
     daemon: Daemon, fake: FakeCamera
 ) -> None:
-    await eventually(lambda: daemon._all_cameras[0].onvif.connected)  # type: ignore[union-attr]
+    await eventually(lambda: daemon.cameras[0].onvif.connected)  # type: ignore[union-attr]
     body = {"operator": "ana", "reason": "check the fence", "pan": 0.2}
     async with httpx.AsyncClient() as client:
         refused = await client.post(url(daemon, "/api/cameras/gate/ptz/relative"), json=body)
@@ -157,7 +157,7 @@ async def test_ptz_over_the_api_needs_the_token_and_is_journaled(
 
 
 async def test_ptz_command_line(daemon: Daemon, fake: FakeCamera, tmp_path: Path) -> None:
-    await eventually(lambda: daemon._all_cameras[0].onvif.connected)  # type: ignore[union-attr]
+    await eventually(lambda: daemon.cameras[0].onvif.connected)  # type: ignore[union-attr]
     (tmp_path / "cli-token").write_text(TOKEN)
     base = [sys.executable, "-m", "edgeagent", "camera"]
     api = ["--url", url(daemon, ""), "--token-file", str(tmp_path / "cli-token")]
