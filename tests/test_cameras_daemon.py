@@ -212,3 +212,54 @@ async def test_without_the_extra_the_daemon_runs_and_says_why(
     config.write_text("")
     _, warnings = review(config, settings)
     assert any("edgeagent[cameras]" in w for w in warnings)
+
+
+async def test_digest_only_camera_is_steered_over_the_api(
+    tmp_path: Path, moving_clip: Path, fake: FakeCamera
+) -> None:
+    """A camera that accepts only HTTP Digest is set up and steered like any other."""
+    fake.digest_only = True
+    agent = Daemon(camera_settings(tmp_path, moving_clip, fake.port))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(agent.ready)
+        await eventually(lambda: agent.cameras[0].onvif.connected)  # type: ignore[union-attr]
+        [camera] = await cameras(agent)
+        assert camera["ptz"] is True and camera["onvif"]["device"]["model"] == "PTZ-1"
+        body = {"operator": "ana", "reason": "check the gate", "tilt": -0.5}
+        async with httpx.AsyncClient() as client:
+            moved = await client.post(
+                url(agent, "/api/cameras/gate/ptz/relative"),
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        assert moved.status_code == 200, moved.text
+        assert fake.ptz_calls[-1][0] == "RelativeMove"
+        assert fake.ptz_calls[-1][1]["PanTilt.y"] == "-0.5"
+        assert fake.digest_accepted > 0
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_digest_only_camera_with_a_wrong_password_shows_why(
+    tmp_path: Path, moving_clip: Path, fake: FakeCamera
+) -> None:
+    """The status names the refusal and never shows the password."""
+    fake.digest_only = True
+    settings = camera_settings(tmp_path, moving_clip, fake.port)
+    (tmp_path / "camera-password").write_text("Wrong-Horse-9\n")
+    agent = Daemon(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(agent.ready)
+        await eventually(lambda: fake.digest_refusals > 0)
+        onvif = agent.cameras[0].onvif
+        assert onvif is not None
+        await eventually(lambda: onvif.last_error is not None)
+        [camera] = await cameras(agent)
+        assert "refused the username or password" in camera["onvif"]["error"]
+        assert "Wrong-Horse-9" not in repr(await agent.status())
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)
