@@ -425,3 +425,42 @@ async def test_wrong_password_on_a_digest_only_camera_is_named_without_the_passw
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Horse-Battery-7" not in logged
     assert "Horse-Battery-7" not in repr(rig.onvif.describe())
+
+
+async def test_digest_only_fake_refuses_ws_security_alone_and_replays(fake: FakeCamera) -> None:
+    """The fake's Digest check is strict enough for the tests above to mean something."""
+    import aiohttp
+
+    fake.digest_only = True
+    envelope = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+        '<GetDeviceInformation xmlns="http://www.onvif.org/ver10/device/wsdl"/>'
+        "</s:Body></s:Envelope>"
+    )
+    address = f"http://127.0.0.1:{fake.port}/onvif/device_service"
+    sent: list[str] = []
+
+    async def keep_authorization(request: Any, handler: Any) -> Any:
+        response = await handler(request)
+        sent.append(request.headers.get("Authorization", ""))
+        return response
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(address, data=envelope) as bare:
+            assert bare.status == 401
+            assert bare.headers["WWW-Authenticate"].startswith("Digest ")
+            assert 'qop="auth"' in bare.headers["WWW-Authenticate"]
+        digest = aiohttp.DigestAuthMiddleware("admin", "secret")
+        async with session.post(
+            address, data=envelope, middlewares=(keep_authorization, digest)
+        ) as answered:
+            assert answered.status == 200
+            assert "Fakecam" in await answered.text()
+        replayed_header = {"Authorization": sent[-1]}
+        async with session.post(address, data=envelope, headers=replayed_header) as replay:
+            assert replay.status == 401
+        wrong = aiohttp.DigestAuthMiddleware("admin", "not-the-password")
+        async with session.post(address, data=envelope, middlewares=(wrong,)) as refused:
+            assert refused.status == 401
+    assert fake.calls == ["GetDeviceInformation"]
+    assert fake.digest_accepted == 1
