@@ -3,7 +3,9 @@
 It answers the device, media, PTZ and events (PullPoint) services, checks WS-Security
 UsernameToken digests against its own clock, and has faults a test can switch on:
 a clock offset, unsupported actions, missing services, a subscription limit, expiry,
-a reboot that forgets every subscription, and silence (requests never answered).
+a reboot that forgets every subscription, silence (requests never answered), and
+digest-only authentication (HTTP Digest, RFC 7616, MD5 with qop=auth, demanded on every
+SOAP request; WS-Security alone is then refused with a 401 challenge).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +47,32 @@ SERVICE_NS = {
 }
 # How far a WS-Security Created time may stray from the camera's clock.
 AUTH_WINDOW_S = 30
+DIGEST_REALM = "Fakecam ONVIF"
+# One parameter of an Authorization: Digest header: name=token or name="quoted string".
+DIGEST_PARAMETER = re.compile(r'\s*([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def digest_parameters(header: str) -> dict[str, str] | None:
+    """The parameters of an `Authorization: Digest ...` header, None if it is not one."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    parameters: dict[str, str] = {}
+    position = 0
+    rest = rest.strip()
+    while position < len(rest):
+        match = DIGEST_PARAMETER.match(rest, position)
+        if match is None or match.end() == position:
+            return None
+        quoted, bare = match.group(2), match.group(3)
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        parameters[match.group(1).lower()] = value
+        position = match.end()
+    return parameters
 
 
 def _duration(text: str, default: float) -> float:
@@ -92,6 +122,12 @@ class FakeCamera:
         self.ptz_calls: list[tuple[str, dict[str, str]]] = []
         self.presets: dict[str, str] = {"1": "gate"}
         self.initial_motion = "false"
+        self.digest_only = False
+        # Nonces handed out in challenges, each with the nonce counts already used.
+        self.nonces: dict[str, set[str]] = {}
+        self.opaque = secrets.token_hex(8)
+        self.digest_refusals = 0
+        self.digest_accepted = 0
         self.port = 0
         self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -119,8 +155,9 @@ class FakeCamera:
         return datetime.now(UTC) + self.clock_offset
 
     def reboot(self) -> None:
-        """Forget every subscription, as a restarted camera does."""
+        """Forget every subscription and Digest nonce, as a restarted camera does."""
         self.subscriptions.clear()
+        self.nonces.clear()
 
     def push(
         self,
@@ -141,6 +178,9 @@ class FakeCamera:
         if self.silent:
             await self._released.wait()
         body = await request.read()
+        if self.digest_only and not self._digest_valid(request):
+            self.digest_refusals += 1
+            return self._challenge()
         try:
             envelope = etree.fromstring(body)
             payload = envelope.find(f"{{{SOAP}}}Body")
@@ -148,7 +188,8 @@ class FakeCamera:
                 raise SoapFault("ter:InvalidArgVal", "no SOAP body")
             operation = etree.QName(payload[0]).localname
             self.calls.append(operation)
-            if operation != "GetSystemDateAndTime":
+            # A digest-only camera has already checked the caller; it ignores WS-Security.
+            if operation != "GetSystemDateAndTime" and not self.digest_only:
                 self._authorise(envelope)
             if operation in self.unsupported:
                 raise SoapFault("ter:ActionNotSupported", f"{operation} not supported")
@@ -177,6 +218,49 @@ class FakeCamera:
             raise SoapFault("ter:NotAuthorized", "Created without a zone")
         if abs((moment - self.now()).total_seconds()) > AUTH_WINDOW_S:
             raise SoapFault("ter:NotAuthorized", "Created time out of window")
+
+    def _digest_valid(self, request: web.Request) -> bool:
+        """Whether the request carries a Digest answer to one of this camera's nonces."""
+        header = request.headers.get("Authorization", "")
+        given = digest_parameters(header)
+        if given is None:
+            return False
+        nonce = given.get("nonce", "")
+        used = self.nonces.get(nonce)
+        if (
+            used is None
+            or given.get("username") != self.username
+            or given.get("realm") != DIGEST_REALM
+            or given.get("uri") != request.path_qs
+            or given.get("qop") != "auth"
+            or given.get("algorithm", "MD5").upper() != "MD5"
+            or given.get("opaque", self.opaque) != self.opaque
+        ):
+            return False
+        count, cnonce = given.get("nc", ""), given.get("cnonce", "")
+        if not re.fullmatch(r"[0-9a-fA-F]{8}", count) or not cnonce or count in used:
+            return False  # a replayed or malformed nonce count
+        secret = _md5(f"{self.username}:{DIGEST_REALM}:{self.password}")
+        method = _md5(f"{request.method}:{request.path_qs}")
+        expected = _md5(f"{secret}:{nonce}:{count}:{cnonce}:auth:{method}")
+        if not secrets.compare_digest(expected, given.get("response", "")):
+            return False
+        used.add(count)
+        self.digest_accepted += 1
+        return True
+
+    def _challenge(self) -> web.Response:
+        nonce = secrets.token_hex(16)
+        self.nonces[nonce] = set()
+        challenge = (
+            f'Digest realm="{DIGEST_REALM}", qop="auth", algorithm=MD5, '
+            f'nonce="{nonce}", opaque="{self.opaque}"'
+        )
+        return web.Response(
+            status=401,
+            text="401 Unauthorized",
+            headers={"WWW-Authenticate": challenge},
+        )
 
     def _base(self) -> str:
         return f"http://127.0.0.1:{self.port}/onvif"

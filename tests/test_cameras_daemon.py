@@ -97,7 +97,7 @@ async def cameras(agent: Daemon) -> list[dict[str, Any]]:
 async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera) -> None:
     """The status lists the camera as the page expects it; motion in the video reaches
     the outbox with its snapshot, which the page serves."""
-    await eventually(lambda: daemon._all_cameras[0].video.last_event is not None)
+    await eventually(lambda: daemon.cameras[0].video.last_event is not None)
     [camera] = await cameras(daemon)
     assert camera["id"] == "gate" and camera["name"] == "Gate"
     assert camera["stream"]["state"] in ("starting", "ok", "lost", "frozen")
@@ -105,7 +105,7 @@ async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera
     assert camera["last_event"]["type"] == "motion"
     assert camera["snapshot"] == "/cameras/gate/snapshot.jpg"
     await eventually(
-        lambda: daemon._all_cameras[0].onvif is not None and daemon._all_cameras[0].onvif.connected
+        lambda: daemon.cameras[0].onvif is not None and daemon.cameras[0].onvif.connected
     )
     [camera] = await cameras(daemon)
     assert camera["ptz"] is True
@@ -129,7 +129,7 @@ async def test_status_snapshot_and_motion_event(daemon: Daemon, fake: FakeCamera
 async def test_ptz_over_the_api_needs_the_token_and_is_journaled(
     daemon: Daemon, fake: FakeCamera
 ) -> None:
-    await eventually(lambda: daemon._all_cameras[0].onvif.connected)  # type: ignore[union-attr]
+    await eventually(lambda: daemon.cameras[0].onvif.connected)  # type: ignore[union-attr]
     body = {"operator": "ana", "reason": "check the fence", "pan": 0.2}
     async with httpx.AsyncClient() as client:
         refused = await client.post(url(daemon, "/api/cameras/gate/ptz/relative"), json=body)
@@ -157,7 +157,7 @@ async def test_ptz_over_the_api_needs_the_token_and_is_journaled(
 
 
 async def test_ptz_command_line(daemon: Daemon, fake: FakeCamera, tmp_path: Path) -> None:
-    await eventually(lambda: daemon._all_cameras[0].onvif.connected)  # type: ignore[union-attr]
+    await eventually(lambda: daemon.cameras[0].onvif.connected)  # type: ignore[union-attr]
     (tmp_path / "cli-token").write_text(TOKEN)
     base = [sys.executable, "-m", "edgeagent", "camera"]
     api = ["--url", url(daemon, ""), "--token-file", str(tmp_path / "cli-token")]
@@ -212,3 +212,54 @@ async def test_without_the_extra_the_daemon_runs_and_says_why(
     config.write_text("")
     _, warnings = review(config, settings)
     assert any("edgeagent[cameras]" in w for w in warnings)
+
+
+async def test_digest_only_camera_is_steered_over_the_api(
+    tmp_path: Path, moving_clip: Path, fake: FakeCamera
+) -> None:
+    """A camera that accepts only HTTP Digest is set up and steered like any other."""
+    fake.digest_only = True
+    agent = Daemon(camera_settings(tmp_path, moving_clip, fake.port))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(agent.ready)
+        await eventually(lambda: agent.cameras[0].onvif.connected)  # type: ignore[union-attr]
+        [camera] = await cameras(agent)
+        assert camera["ptz"] is True and camera["onvif"]["device"]["model"] == "PTZ-1"
+        body = {"operator": "ana", "reason": "check the gate", "tilt": -0.5}
+        async with httpx.AsyncClient() as client:
+            moved = await client.post(
+                url(agent, "/api/cameras/gate/ptz/relative"),
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        assert moved.status_code == 200, moved.text
+        assert fake.ptz_calls[-1][0] == "RelativeMove"
+        assert fake.ptz_calls[-1][1]["PanTilt.y"] == "-0.5"
+        assert fake.digest_accepted > 0
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_digest_only_camera_with_a_wrong_password_shows_why(
+    tmp_path: Path, moving_clip: Path, fake: FakeCamera
+) -> None:
+    """The status names the refusal and never shows the password."""
+    fake.digest_only = True
+    settings = camera_settings(tmp_path, moving_clip, fake.port)
+    (tmp_path / "camera-password").write_text("Wrong-Horse-9\n")
+    agent = Daemon(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(agent.ready)
+        await eventually(lambda: fake.digest_refusals > 0)
+        onvif = agent.cameras[0].onvif
+        assert onvif is not None
+        await eventually(lambda: onvif.last_error is not None)
+        [camera] = await cameras(agent)
+        assert "refused the username or password" in camera["onvif"]["error"]
+        assert "Wrong-Horse-9" not in repr(await agent.status())
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)

@@ -360,3 +360,107 @@ async def test_bad_ptz_requests_are_refused_clearly(
         await rig.driver.ptz(action, body)
     assert refused.value.status == status
     assert str(refused.value)
+
+
+async def test_digest_only_camera_is_set_up_pulled_and_steered(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    """A camera that refuses WS-Security alone and demands HTTP Digest on every SOAP
+    request: its challenge is answered once and reused for every service after it."""
+    fake.digest_only = True
+    fake.clock_offset = timedelta(hours=2)
+    rig = rig_for()
+    await connected(rig)
+    described = rig.onvif.describe()
+    assert described["device"]["model"] == "PTZ-1"
+    assert [p["token"] for p in described["profiles"]] == ["main", "sub"]
+    assert rig.onvif.stream_uri == fake.stream_uri
+    await pulled(rig, fake)
+    fake.push(MOTION_TOPIC, "IsMotion", "true")
+    for _ in range(40):
+        if rig.sink.camera_events():
+            break
+        await rig.tick()
+    assert rig.sink.camera_events() == ["motion"]
+    await rig.driver.ptz("relative", {"pan": 0.25})
+    assert fake.ptz_calls[-1][0] == "RelativeMove"
+    assert fake.ptz_calls[-1][1]["PanTilt.x"] == "0.25"
+    assert fake.digest_refusals == 1
+    assert fake.digest_accepted >= len(fake.calls)
+
+
+async def test_digest_only_camera_after_a_reboot_forgot_its_nonces(
+    fake: FakeCamera, rig_for: Callable[..., Rig]
+) -> None:
+    fake.digest_only = True
+    rig = rig_for()
+    await connected(rig)
+    await pulled(rig, fake)
+    fake.reboot()
+    for _ in range(100):
+        if fake.created >= 2 and rig.onvif.connected:
+            break
+        await rig.tick(5)
+    assert fake.created == 2
+    assert len(fake.subscriptions) == 1
+    assert fake.digest_refusals >= 2
+
+
+async def test_wrong_password_on_a_digest_only_camera_is_named_without_the_password(
+    fake: FakeCamera, rig_for: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.digest_only = True
+    caplog.set_level(logging.DEBUG)
+    rig = rig_for(password="Horse-Battery-7")
+    await rig.start()
+    await eventually(lambda: rig.onvif.last_error is not None)
+    assert rig.onvif.last_error == "camera refused the username or password (HTTP 401)"
+    assert not rig.onvif.connected
+    assert fake.digest_accepted == 0
+    refusals = fake.digest_refusals
+    await asyncio.sleep(0.5)
+    assert fake.digest_refusals == refusals, "retried without waiting for the backoff"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("cam1" in line and "refused the username" in line for line in warnings)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Horse-Battery-7" not in logged
+    assert "Horse-Battery-7" not in repr(rig.onvif.describe())
+
+
+async def test_digest_only_fake_refuses_ws_security_alone_and_replays(fake: FakeCamera) -> None:
+    """The fake's Digest check is strict enough for the tests above to mean something."""
+    import aiohttp
+
+    fake.digest_only = True
+    envelope = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+        '<GetDeviceInformation xmlns="http://www.onvif.org/ver10/device/wsdl"/>'
+        "</s:Body></s:Envelope>"
+    )
+    address = f"http://127.0.0.1:{fake.port}/onvif/device_service"
+    sent: list[str] = []
+
+    async def keep_authorization(request: Any, handler: Any) -> Any:
+        response = await handler(request)
+        sent.append(request.headers.get("Authorization", ""))
+        return response
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(address, data=envelope) as bare:
+            assert bare.status == 401
+            assert bare.headers["WWW-Authenticate"].startswith("Digest ")
+            assert 'qop="auth"' in bare.headers["WWW-Authenticate"]
+        digest = aiohttp.DigestAuthMiddleware("admin", "secret")
+        async with session.post(
+            address, data=envelope, middlewares=(keep_authorization, digest)
+        ) as answered:
+            assert answered.status == 200
+            assert "Fakecam" in await answered.text()
+        replayed_header = {"Authorization": sent[-1]}
+        async with session.post(address, data=envelope, headers=replayed_header) as replay:
+            assert replay.status == 401
+        wrong = aiohttp.DigestAuthMiddleware("admin", "not-the-password")
+        async with session.post(address, data=envelope, middlewares=(wrong,)) as refused:
+            assert refused.status == 401
+    assert fake.calls == ["GetDeviceInformation"]
+    assert fake.digest_accepted == 1

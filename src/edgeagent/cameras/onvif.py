@@ -4,12 +4,18 @@ onvif-zeep-async has side effects the daemon must not inherit: importing it call
 logging.basicConfig(level=INFO), and each ONVIFCamera removes http_proxy and
 https_proxy from the process environment. Both are undone here. Its WSDL files ship
 inside the package and its WSDL cache is turned off, so nothing is fetched or written.
+
+Cameras that refuse WS-Security and demand HTTP Digest on their SOAP endpoints are
+served by aiohttp's DigestAuthMiddleware on every service's requests: it answers a
+camera's 401 Digest challenge and reuses it for the next requests, and a camera that
+never challenges never sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Coroutine, Iterator
@@ -88,6 +94,64 @@ def load_library() -> Any:
     return onvif
 
 
+class LoginRefused(Exception):
+    """The camera answered 401 even to our credentials: wrong user name or password."""
+
+
+async def _refused_login(request: Any, handler: Any) -> Any:
+    # Outermost, so it sees the answer after any Digest challenge has been answered.
+    # Zeep would otherwise fail on the 401's non-SOAP body with an unreadable error.
+    response = await handler(request)
+    if response.status == 401:
+        response.release()
+        raise LoginRefused("camera refused the username or password (HTTP 401)")
+    return response
+
+
+class _CameraSession:
+    """A service's aiohttp session whose requests go through our middlewares.
+
+    The library builds one session per service without middlewares and its transport only
+    calls post() and get(); aiohttp takes middlewares per request, so they are added here.
+    """
+
+    def __init__(self, session: Any, middlewares: tuple[Any, ...]) -> None:
+        self._session = session
+        self._middlewares = middlewares
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.post(*args, middlewares=self._middlewares, **kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.get(*args, middlewares=self._middlewares, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+@functools.cache
+def _camera_class(onvif: Any) -> Any:
+    """The library's camera, with every service it makes able to answer HTTP Digest."""
+
+    class DigestCamera(onvif.ONVIFCamera):  # type: ignore[misc]
+        middlewares: tuple[Any, ...] = (_refused_login,)
+
+        async def create_onvif_service(self, *args: Any, **kwargs: Any) -> Any:
+            service = await super().create_onvif_service(*args, **kwargs)
+            transport = service.transport
+            if not isinstance(transport.session, _CameraSession):
+                transport.session = _CameraSession(transport.session, self.middlewares)
+            return service
+
+    return DigestCamera
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, LoginRefused):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 class OnvifCamera:
     """Connects to a camera's ONVIF services, keeps its PullPoint subscription, steers it."""
 
@@ -151,7 +215,7 @@ class OnvifCamera:
             await sleep_backoff(self._clock, self._backoff)
 
     def _failed(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"[:300]
+        text = _error_text(exc)
         if self.connected or self.last_error != text:
             log.warning("%s: ONVIF: %s", self.device.id, text)
         self.connected = False
@@ -161,7 +225,7 @@ class OnvifCamera:
         onvif = load_library()
         settings = self.settings
         with _preserved_process_state():
-            camera = onvif.ONVIFCamera(
+            camera = _camera_class(onvif)(
                 settings.host,
                 settings.port,
                 settings.username,
@@ -169,6 +233,12 @@ class OnvifCamera:
                 no_cache=True,
                 adjust_time=True,
             )
+        if settings.username and self._password is not None:
+            # aiohttp comes with the library. One per connection: nonces die with a reboot.
+            from aiohttp import DigestAuthMiddleware
+
+            digest = DigestAuthMiddleware(settings.username, self._password)
+            camera.middlewares = (_refused_login, digest)
         self._camera = camera
         await _settled(camera.update_xaddrs(), settings.timeout_s)
         self.services = sorted(_short_name(ns) for ns in camera.xaddrs)
