@@ -27,13 +27,17 @@ SECRET = "s3cret-api-key-value"
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # Secrets other tests' daemons named in this process would redact these tests' text.
+    named = set(logsetup.secret_filter.secrets)
+    logsetup.secret_filter.secrets.clear()
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
     logging.getLogger("edgeagent.drivers.mqtt").setLevel(logging.NOTSET)
-    logsetup.secret_filter.secrets.discard(SECRET)
+    logsetup.secret_filter.secrets.clear()
+    logsetup.secret_filter.secrets.update(named)
 
 
 def run_daemon(tmp_path: Path, journal: bool) -> list[str]:

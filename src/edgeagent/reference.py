@@ -38,6 +38,8 @@ def _refs(node: dict[str, Any]) -> list[str]:
             names.extend(_refs(option))
     if "items" in node:
         names.extend(_refs(node["items"]))
+    if isinstance(node.get("additionalProperties"), dict):
+        names.extend(_refs(node["additionalProperties"]))
     return names
 
 
@@ -85,9 +87,9 @@ def _rows(
     required = set(definition.get("required", []))
     for key, node in definition.get("properties", {}).items():
         path = f"{prefix}{key}"
-        listed = node.get("type") == "array" or any(
-            o.get("type") == "array" for o in node.get("anyOf", [])
-        )
+        options = [node, *node.get("anyOf", [])]
+        listed = any(o.get("type") == "array" for o in options)
+        mapped = any(isinstance(o.get("additionalProperties"), dict) for o in options)
         yield (
             f"| `{path}` | {_cell(_type(node))} | {_cell(_default(node, key in required))} "
             f"| {_cell(node.get('description', ''))} |"
@@ -96,7 +98,8 @@ def _rows(
             if name == HIDDEN_VALUE_MODEL or name in seen:
                 continue
             inner = schema["$defs"][name]
-            yield from _rows(schema, inner, f"{path}{'[]' if listed else ''}.", (*seen, name))
+            inside = "[]" if listed else ".<name>" if mapped else ""
+            yield from _rows(schema, inner, f"{path}{inside}.", (*seen, name))
 
 
 def markdown() -> str:
