@@ -19,7 +19,7 @@ from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.events import Event
 from edgeagent.outbox import Outbox
 from edgeagent.pipeline import Ingest
-from edgeagent.settings import MqttSettings
+from edgeagent.settings import LimitAlarm, MqttSettings
 from tests.conftest import Mosquitto
 
 
@@ -28,6 +28,8 @@ class HoldingSink:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        # Last known values (retained, no time of their own): for the alarms, not upstream.
+        self.last_known: list[Event] = []
         self.statuses: list[Event] = []
         self.pending: list[Callable[[], None]] = []
         self.messages = 0
@@ -39,10 +41,15 @@ class HoldingSink:
         self.statuses.append(event)
 
     async def enqueue(
-        self, event: Event | None, on_committed: Callable[[], None] | None = None
+        self,
+        event: Event | None,
+        on_committed: Callable[[], None] | None = None,
+        upstream: bool = True,
     ) -> None:
         self.messages += 1
-        if event is not None:
+        if event is not None and not upstream:
+            self.last_known.append(event)
+        elif event is not None:
             self.events.append(event)
         if on_committed is not None:
             self.pending.append(on_committed)
@@ -258,3 +265,45 @@ async def test_no_broker_means_offline_and_retrying(
     await stop(task)
     statuses = [e.data["newStatus"] for e in sink.statuses]
     assert statuses == ["offline"], "one line when the device goes, not one per retry"
+
+
+async def test_a_retained_value_feeds_the_alarms_but_is_not_sent_as_fresh(
+    mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+) -> None:
+    """At start-up the broker hands over the last value of each sensor. Without a time of
+    its own it is no reading of today: the alarms and the page take it, the platform not."""
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{topic_prefix}/tank1/level", b"97", qos=1, retain=True)
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    alarm = LimitAlarm.model_validate(
+        {"id": "tank1-hh", "sensor": "tank1-level", "type": "high_high", "limit": 95}
+    )
+    ingest = Ingest(outbox, AlarmEvaluator([alarm], lambda s: f"gw/{s}"), SystemClock())
+    writer = asyncio.create_task(ingest.run())
+    driver = MqttDriver(
+        settings(mosquitto, topic_prefix, f"c-{topic_prefix}"),
+        "gw",
+        None,
+        ingest,
+        DeviceHealth("mqtt", "mqtt"),
+        SystemClock(),
+    )
+    task = start(driver)
+    try:
+        await eventually(lambda: "tank1-level" in driver.sensors)
+        await publish(mosquitto, [(f"{topic_prefix}/tank1/level", b"50")])
+        await eventually(lambda: driver.sensors["tank1-level"].value == 50.0)
+        await ingest.drained()
+    finally:
+        await stop(task)
+        ingest.stop()
+        await writer
+    alarms = [json.loads(e.body) for e in await outbox.next_batch("alarm", 10, 10**6)]
+    readings = [json.loads(e.body) for e in await outbox.next_batch("telemetry", 10, 10**6)]
+    await outbox.close()
+    assert [(a["type"], a["data"]["value"]) for a in alarms if a["type"] != "device_status"] == [
+        ("alarm.triggered", 97.0),
+        ("alarm.cleared", 50.0),
+    ]
+    assert [r["data"]["value"] for r in readings] == [50.0]

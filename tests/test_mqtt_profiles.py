@@ -225,8 +225,10 @@ async def test_retained_values_show_but_are_not_sent_as_fresh(
     task = start(driver)
     await eventually(lambda: sink.messages >= 2)
     sink.commit()
-    # The value without a time of its own is the last known value on the page only...
+    # The value without a time of its own is the last known value, for the page and the
+    # alarms only...
     assert driver.sensors["tank/level"].value == 71.0
+    assert [e.data["sensorId"] for e in sink.last_known] == ["tank/level"]
     # ...while the one stamped by the device goes upstream with that stamp.
     assert [(e.data["sensorId"], e.data["timestamp"]) for e in sink.events] == [
         ("tank/temp", "2026-03-01T12:00:00.000Z")
@@ -334,11 +336,16 @@ class GatedSink(HoldingSink):
         self.gate = asyncio.Event()
         self.live_at: int | None = None
 
-    async def enqueue(self, event: Any, on_committed: Callable[[], None] | None = None) -> None:
+    async def enqueue(
+        self,
+        event: Any,
+        on_committed: Callable[[], None] | None = None,
+        upstream: bool = True,
+    ) -> None:
         await self.gate.wait()
-        if event is not None and self.live_at is None:
+        if event is not None and upstream and self.live_at is None:
             self.live_at = self.messages
-        await super().enqueue(event, on_committed)
+        await super().enqueue(event, on_committed, upstream)
 
 
 async def test_a_retained_flood_does_not_stall_live_readings(

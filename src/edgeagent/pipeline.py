@@ -32,6 +32,7 @@ class _Item:
     event: Event | None = None
     action: Callable[[], ActionResult] | None = None
     on_committed: Callable[[], None] | None = None
+    upstream: bool = True
     future: asyncio.Future[Any] | None = None
     result: Any = None
 
@@ -73,9 +74,12 @@ class Ingest:
         await future
 
     async def enqueue(
-        self, event: Event | None, on_committed: Callable[[], None] | None = None
+        self,
+        event: Event | None,
+        on_committed: Callable[[], None] | None = None,
+        upstream: bool = True,
     ) -> None:
-        await self._queue.put(_Item(event=event, on_committed=on_committed))
+        await self._queue.put(_Item(event=event, on_committed=on_committed, upstream=upstream))
 
     async def act(self, action: Callable[[], ActionResult]) -> Any:
         """Run an operator action in order with the readings; returns once committed."""
@@ -164,7 +168,8 @@ class Ingest:
                     continue
                 events.extend(made)
             elif item.event is not None:
-                events.append(item.event)
+                if item.upstream:
+                    events.append(item.event)
                 if item.event.type == SENSOR_READING:
                     events.extend(self._evaluate(item.event))
                 elif item.event.type == DEVICE_STATUS:

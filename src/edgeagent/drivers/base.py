@@ -25,13 +25,17 @@ class EventSink(Protocol):
     async def submit(self, event: Event) -> None: ...
 
     async def enqueue(
-        self, event: Event | None, on_committed: Callable[[], None] | None = None
+        self,
+        event: Event | None,
+        on_committed: Callable[[], None] | None = None,
+        upstream: bool = True,
     ) -> None:
         """Queue an event without waiting for its commit; `on_committed` runs after it.
 
         Callbacks run in the order their events were queued, so a driver can acknowledge
         its source in arrival order. `event` may be None to keep that order for a message
-        that made no event.
+        that made no event. A reading with `upstream` False is a last known value (a
+        retained one without a time of its own): the alarms see it, the platform does not.
         """
         ...
 

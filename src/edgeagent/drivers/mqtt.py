@@ -29,7 +29,7 @@ from edgeagent.drivers.base import (
 from edgeagent.drivers.payloads import PayloadError, decode
 from edgeagent.drivers.profiles import ProfileReading, ProfileSet, build
 from edgeagent.drivers.topics import TopicMap
-from edgeagent.events import SENSOR_READING, format_time, make_event, printable
+from edgeagent.events import SENSOR_READING, make_event, printable
 from edgeagent.settings import MqttSensor, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,7 @@ class MqttDriver:
                 reading.unit,
                 reading.timestamp,
                 acknowledge,
+                retained=bool(message.retain),
             )
             return
         if len(self.profiles) and await self._on_profile_message(
@@ -351,26 +352,22 @@ class MqttDriver:
             return False
         for topic_filter in self.profiles.take_new_filters():
             await client.subscribe(topic_filter, qos=1)
-        sent = []
+        taken = []
         for reading in readings:
-            if retained and reading.timestamp is None:
-                # A retained value with no time of its own is the last known value, not
-                # a fresh reading: it shows on the page but is not sent as of today, and
-                # never hides a live value already shown (live messages go first).
-                if reading.sensor_id in self.sensors:
-                    continue
-                self._show(
-                    reading.sensor_id, reading.value, reading.unit, topic, format_time(received)
-                )
+            # As in `_emit`: a retained value without its own time is the last known one.
+            last_known = retained and reading.timestamp is None
+            if last_known and reading.sensor_id in self.sensors:
                 continue
-            sent.append(reading)
-        if not sent:
+            taken.append((reading, not last_known))
+        if not taken:
             await self._sink.enqueue(None, acknowledge)
             return True
-        for index, reading in enumerate(sent):
-            last = index == len(sent) - 1
+        for index, (reading, upstream) in enumerate(taken):
+            last = index == len(taken) - 1
             # One acknowledgement, with the last reading: commits keep the queue's order.
-            await self._emit_profile(reading, topic, received, acknowledge if last else None)
+            await self._emit_profile(
+                reading, topic, received, acknowledge if last else None, upstream
+            )
         return True
 
     async def _emit_profile(
@@ -379,6 +376,7 @@ class MqttDriver:
         topic: str,
         received: datetime,
         acknowledge: Callable[[], None] | None,
+        upstream: bool = True,
     ) -> None:
         event = make_event(
             SENSOR_READING,
@@ -388,7 +386,7 @@ class MqttDriver:
             received,
             reading.data(),
         )
-        await self._sink.enqueue(event, acknowledge)
+        await self._sink.enqueue(event, acknowledge, upstream=upstream)
         self._show(reading.sensor_id, reading.value, reading.unit, topic, event.data["timestamp"])
         if reading.quality == "good" and self.health.status == DEGRADED:
             await self._reporter.set(ONLINE, "readings decode again")
@@ -415,7 +413,15 @@ class MqttDriver:
         unit: str | None,
         timestamp: datetime | None,
         acknowledge: Callable[[], None],
+        retained: bool = False,
     ) -> None:
+        # A retained value with no time of its own is the last known value, not a fresh
+        # reading: the alarms and the page see it, the platform does not, and it never
+        # hides a live value already shown.
+        last_known = retained and timestamp is None
+        if last_known and sensor_id in self.sensors:
+            await self._sink.enqueue(None, acknowledge)
+            return
         received = self.health.last_seen or self._sink.received_at()
         occurred = timestamp or received
         external_map = self._external_maps.get(id(sensor))
@@ -430,7 +436,7 @@ class MqttDriver:
             received,
             {"sensorId": sensor_id, "value": value, "unit": unit, "quality": "good"},
         )
-        await self._sink.enqueue(event, acknowledge)
+        await self._sink.enqueue(event, acknowledge, upstream=not last_known)
         live = self.sensors.get(sensor_id)
         if live is None and len(self.sensors) >= MAX_TRACKED_SENSORS:
             return
