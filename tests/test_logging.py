@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgeagent import logsetup
-from edgeagent.logsetup import configure, forget_secret, under_journal
+from edgeagent.logsetup import configure, redact_secret, under_journal
 from tests.conftest import free_port
 
 SECRET = "s3cret-api-key-value"
@@ -125,7 +125,7 @@ def test_module_levels_from_the_configuration(restore_logging: None) -> None:
 def test_a_secret_in_a_message_or_traceback_is_redacted(restore_logging: None) -> None:
     out = io.StringIO()
     configure("info", stream=out, environ={})
-    forget_secret(SECRET.encode())
+    redact_secret(SECRET.encode())
     log = logging.getLogger("edgeagent.test")
     log.warning("uplink: refused key %s", SECRET)
     try:

@@ -28,7 +28,7 @@ from edgeagent.drivers.gnss import GnssDriver
 from edgeagent.drivers.mqtt import MqttDriver
 from edgeagent.drivers.registry import DriverRegistry, DriverSpec
 from edgeagent.events import DEVICE_STATUS, LANES, Event, format_time, make_event
-from edgeagent.logsetup import apply_module_levels, forget_secret
+from edgeagent.logsetup import apply_module_levels, redact_secret
 from edgeagent.notify import Notifier, Watchdog
 from edgeagent.outbox import Outbox
 from edgeagent.outbox.store import OutboxCorrupt, OutboxError, age_seconds
@@ -64,7 +64,7 @@ def camera_passwords(settings: Settings) -> dict[str, str]:
         if c.onvif is not None and c.onvif.password is not None
     }
     for password in passwords.values():
-        forget_secret(password)
+        redact_secret(password)
     return passwords
 
 
@@ -150,7 +150,7 @@ class Daemon:
         except SecretError as exc:
             raise StartupError(str(exc)) from exc
         for value in (api_key, secret, mqtt_password, self._token, self._view_token):
-            forget_secret(value)
+            redact_secret(value)
         if not api_key or not secret:
             log.warning(
                 "uplink: no api_key or signing_secret configured; the platform "
@@ -312,7 +312,7 @@ class Daemon:
                     password = None
                     if settings.mqtt and settings.mqtt.password:
                         password = settings.mqtt.password.read().decode()
-                        forget_secret(password)
+                        redact_secret(password)
                     cameras = camera_passwords(settings)
                 except SecretError as exc:
                     log.error("reload: %s refused, the running configuration stays: %s", path, exc)

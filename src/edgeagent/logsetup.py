@@ -98,7 +98,7 @@ class SecretFilter(logging.Filter):
 secret_filter = SecretFilter()
 
 
-def forget_secret(secret: str | bytes | None) -> None:
+def redact_secret(secret: str | bytes | None) -> None:
     """Name a secret value that must never reach a log line."""
     secret_filter.add(secret)
 
