@@ -26,16 +26,8 @@ Identifier = Annotated[
     str,
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$", description="A configured id"),
 ]
-Priority = Literal["critical", "high", "medium", "low", "diagnostic"]
 # Device ids the daemon gives its own parts on the status page and in device_status.
 RESERVED_IDS = frozenset({"mqtt", "outbox", "gateway"})
-DEFAULT_SEVERITY: dict[str, int] = {
-    "critical": 900,
-    "high": 700,
-    "medium": 500,
-    "low": 300,
-    "diagnostic": 100,
-}
 
 
 class Section(BaseModel):

@@ -23,7 +23,8 @@ class Reading:
     timestamp: datetime | None
 
 
-def _dig(document: Any, path: str) -> Any:
+def dig(document: Any, path: str) -> Any:
+    """The value at a dotted path (list items by index); a clear error when absent."""
     node = document
     for key in path.split("."):
         if isinstance(node, dict) and key in node:
@@ -111,14 +112,14 @@ def _decode(sensor: MqttSensor, payload: bytes) -> Reading:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON at character {exc.pos}") from exc
-    value = _value(_dig(document, sensor.value_field))
+    value = _value(dig(document, sensor.value_field))
     unit = sensor.unit
     if sensor.unit_field:
-        raw_unit = _dig(document, sensor.unit_field)
+        raw_unit = dig(document, sensor.unit_field)
         if not isinstance(raw_unit, str) or len(raw_unit) > 32:
             raise PayloadError("unit is not a short string")
         unit = raw_unit
     timestamp = None
     if sensor.timestamp_field:
-        timestamp = _timestamp(_dig(document, sensor.timestamp_field))
+        timestamp = _timestamp(dig(document, sensor.timestamp_field))
     return Reading(value, unit, timestamp)

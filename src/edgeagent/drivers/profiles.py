@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from edgeagent.drivers import lineproto
-from edgeagent.drivers.payloads import PayloadError
+from edgeagent.drivers.payloads import PayloadError, dig
 from edgeagent.drivers.profile_model import FieldOptions, Profile, ProfileUse, Rule
 from edgeagent.drivers.values import (
     DEFAULT_STATES,
@@ -235,18 +235,6 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 
 # -- JSON helpers --------------------------------------------------------------------------
-
-
-def dig(document: Any, path: str) -> Any:
-    node = document
-    for key in path.split("."):
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            raise PayloadError(f"no field {path!r}")
-    return node
 
 
 def _dig_optional(document: Any, path: str) -> Any:
