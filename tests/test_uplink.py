@@ -265,7 +265,14 @@ async def test_the_probe_does_not_override_a_platform_asking_to_back_off(
         h = await harness_factory(
             hook, [reading(1)], backoff_initial_s=100, backoff_max_s=100, probe_interval_s=1
         )
-        await h.until(lambda: len(hook.requests) == 1)
+        # The request reaches the platform before its 503 reaches the uplink: wait for both.
+        await h.until(
+            lambda: (
+                len(hook.requests) == 1
+                and h.uplink.lane_status()["telemetry"]["retry_in_s"] is not None
+            ),
+            step=0,
+        )
         delay = h.uplink.lane_status()["telemetry"]["retry_in_s"]
         assert delay is not None
         if delay > 10:
