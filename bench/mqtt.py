@@ -35,6 +35,7 @@ from outbox import (
     mqtt_packet,
     mqtt_text,
     say,
+    start_ingesting,
     wait_counter,
 )
 
@@ -206,18 +207,7 @@ def start_daemon(
     work: Path, name: str, broker: int, kind: str, stack: contextlib.ExitStack
 ) -> tuple[Daemon, Peek, int]:
     path, page_port, outbox = config(work, name, broker, kind)
-    daemon = Daemon(path, page_port, stack)
-    daemon.wait(
-        lambda s: any(d["id"] == "mqtt" and d["status"] == "online" for d in s["devices"]),
-        "a subscribed MQTT connection",
-    )
-    peek = Peek(outbox)
-    stack.callback(peek.close)
-    before = -1
-    while (now := peek.value(COMMITTED)) != before:
-        before = now
-        time.sleep(0.3)
-    return daemon, peek, before
+    return start_ingesting(path, page_port, outbox, stack)
 
 
 def through_daemon(

@@ -235,6 +235,25 @@ class Daemon:
         return rss, hwm, self.server.rusage.ru_oublock * 512
 
 
+def start_ingesting(
+    config: Path, page_port: int, outbox: Path, stack: contextlib.ExitStack
+) -> tuple[Daemon, Peek, int]:
+    """A daemon subscribed to the broker, and the outbox's commit count once it settled."""
+    daemon = Daemon(config, page_port, stack)
+    daemon.wait(
+        lambda s: any(d["id"] == "mqtt" and d["status"] == "online" for d in s["devices"]),
+        "a subscribed MQTT connection",
+    )
+    peek = Peek(outbox)
+    stack.callback(peek.close)
+    # The online device_status event commits too; wait for it to land before counting.
+    before = -1
+    while (now := peek.value(COMMITTED)) != before:
+        before = now
+        time.sleep(0.3)
+    return daemon, peek, before
+
+
 def wait_counter(peek: Peek, sql: str, target: int, timeout: float, poll: float) -> float:
     """Poll until the query reaches `target`; the moment it was seen."""
     deadline = time.monotonic() + timeout
@@ -368,18 +387,7 @@ def ingest_daemon(work: Path, broker: int, count: int, stack: contextlib.ExitSta
     uplink_port, page_port = free_port(), free_port()
     outbox = work / "ingest" / "outbox.db"
     config = daemon_config(work, "ingest", outbox, uplink_port, page_port, broker)
-    daemon = Daemon(config, page_port, stack)
-    daemon.wait(
-        lambda s: any(d["id"] == "mqtt" and d["status"] == "online" for d in s["devices"]),
-        "a subscribed MQTT connection",
-    )
-    peek = Peek(outbox)
-    stack.callback(peek.close)
-    # The online device_status event commits too; wait for it to land before counting.
-    before = -1
-    while (now := peek.value(COMMITTED)) != before:
-        before = now
-        time.sleep(0.3)
+    daemon, peek, before = start_ingesting(config, page_port, outbox, stack)
     io_before = write_bytes(daemon.server.pid)
     publisher = start_publisher(broker, count)
     done = wait_counter(peek, COMMITTED, before + count, 600, 0.01)
