@@ -142,9 +142,11 @@ def test_page_in_chromium_shows_live_values_and_acknowledges_an_alarm(
             page.fill("#op-token", TOKEN)
             alarm.get_by_role("button", name="Acknowledge").click()
             expect(alarm.locator(".state")).to_have_text("acknowledged", timeout=WAIT_MS)
-            expect(page.locator("#message")).to_contain_text("acknowledge done")
-            expect(alarm.get_by_role("button", name="Acknowledge")).to_have_count(0)
-            expect(sensor.locator("svg.spark")).to_have_count(1)
+            expect(page.locator("#message")).to_contain_text("acknowledge done", timeout=WAIT_MS)
+            expect(alarm.get_by_role("button", name="Acknowledge")).to_have_count(
+                0, timeout=WAIT_MS
+            )
+            expect(sensor.locator("svg.spark")).to_have_count(1, timeout=WAIT_MS)
 
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -154,7 +156,7 @@ def test_page_in_chromium_shows_live_values_and_acknowledges_an_alarm(
             page.press("input[name=q]", "Enter")
             expect(page.locator("#live")).to_contain_text("No readings match.", timeout=WAIT_MS)
             expect(page.locator("#updated")).to_contain_text("live", timeout=WAIT_MS)
-            expect(page.locator("#live")).to_contain_text("No readings match.")
+            expect(page.locator("#live")).to_contain_text("No readings match.", timeout=WAIT_MS)
 
             # Readable on a phone: nothing wider than the screen but the scrolling tables.
             page.goto(page_url)

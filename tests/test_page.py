@@ -225,7 +225,9 @@ def test_gnss_fix_and_track_are_drawn() -> None:
 
 
 def test_sparkline_and_track_svg_hold_only_numbers() -> None:
-    assert sparkline([(0.0, 1.0)]) == ""
+    assert sparkline([]) == ""
+    # A single reading draws a level line across the picture.
+    assert 'points="1.0,14.0 99.0,14.0"' in sparkline([(0.0, 1.0)], width=100, height=28)
     line = sparkline([(0.0, 1.0), (1.0, 3.0), (2.0, 2.0)], width=100, height=20)
     assert re.fullmatch(r"[\d., ]+", re.search(r'points="([^"]*)"', line).group(1))  # type: ignore[union-attr]
     assert "NaN" not in sparkline([(0.0, 5.0), (1.0, 5.0)])

@@ -19,8 +19,12 @@ def _fit(values: Sequence[float], size: float, margin: float) -> list[float]:
 
 def sparkline(points: Sequence[tuple[float, float]], width: int = 120, height: int = 28) -> str:
     """A line of (time, value) points; empty text when there is nothing to draw."""
-    if len(points) < 2:
+    if not points:
         return ""
+    if len(points) == 1:
+        # One reading in the hour (or one slot so far): a level line, not nothing.
+        (moment, value) = points[0]
+        points = [(moment, value), (moment + 1.0, value)]
     xs = _fit([t for t, _ in points], width, 1)
     ys = [height - y for y in _fit([v for _, v in points], height, 2)]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
