@@ -167,17 +167,6 @@ def _print_fixes_cameras_figures(status: dict[str, Any]) -> None:
         print(f"  sending {rate:.1f} events/s")
 
 
-def cmd_alarm_ack(args: argparse.Namespace) -> int:
-    result = _Daemon(args).call(
-        "POST",
-        f"/api/alarms/{args.alarm}/acknowledge",
-        {"operator": args.operator, "reason": args.reason},
-    )
-    suffix = "" if result["changed"] else " (already acknowledged, or nothing to acknowledge)"
-    print(f"{result['alarm']}: {result['state']}{suffix}")
-    return 0
-
-
 def cmd_outbox(args: argparse.Namespace) -> int:
     daemon = _Daemon(args)
     if args.action in ("stats", "peek", "dead-letters"):
@@ -288,14 +277,6 @@ def add_commands(commands: Any) -> None:
     _api_options(status)
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
-
-    alarm = commands.add_parser("alarm", help="operator actions on alarms")
-    alarm_actions = alarm.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ack = alarm_actions.add_parser("ack", help="acknowledge an alarm")
-    ack.add_argument("alarm", help="the alarm's id")
-    _action_options(ack)
-    _api_options(ack)
-    ack.set_defaults(func=cmd_alarm_ack)
 
     outbox = commands.add_parser("outbox", help="look into and repair the live outbox")
     outbox_actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")

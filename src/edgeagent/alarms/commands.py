@@ -84,7 +84,10 @@ def cmd_alarms_replay(args: argparse.Namespace) -> int:
 def add_alarm_commands(commands: Any) -> None:
     from edgeagent.console import _action_options, _api_options
 
-    alarms = commands.add_parser("alarms", help="the alarms: list, operator actions, replay")
+    # `alarm` too: the name of the first release's `alarm ack`.
+    alarms = commands.add_parser(
+        "alarms", aliases=["alarm"], help="the alarms: list, operator actions, replay"
+    )
     actions = alarms.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="alarms away from normal, and the figures")
     listing.add_argument("--all", action="store_true", help="every configured alarm")
