@@ -202,10 +202,10 @@ class OnvifCamera:
         while True:
             try:
                 await self._connect()
-                self._backoff.reset()
                 if self.events_available and self.settings.events:
                     await self._follow_events()
                 else:
+                    self._backoff.reset()
                     await asyncio.Event().wait()
             except asyncio.CancelledError:
                 raise
@@ -350,6 +350,9 @@ class OnvifCamera:
                 answer = await pullpoint.PullMessages(
                     {"Timeout": pull_timeout, "MessageLimit": 32}
                 )
+            # Only a subscription that answers a pull counts as a success: a camera that
+            # connects but refuses to subscribe (its limit reached) must see growing delays.
+            self._backoff.reset()
             for message in answer.NotificationMessage or []:
                 await self._notification(message)
             # A camera that answers at once with nothing must not make this a tight loop.
