@@ -518,7 +518,10 @@ async def test_expired_subscription_is_noticed_and_replaced(
 
 
 async def test_camera_at_its_subscription_limit_gets_growing_delays_then_a_slot(
-    fake: FakeCamera, rig_for: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+    fake: FakeCamera,
+    rig_for: Callable[..., Rig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A camera whose subscriptions are all taken answers with a fault. The driver tries
     again after delays that double up to the configured cap, the status says why in the
@@ -544,6 +547,8 @@ async def test_camera_at_its_subscription_limit_gets_growing_delays_then_a_slot(
     assert "too many subscriptions" in (status["error"] or "")
     assert status["connected"] is False
     assert status["subscriptions"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["cam1: ONVIF: Fault: too many subscriptions"], "logged every retry"
     fake.max_subscriptions = 1
     for _ in range(20):
         if fake.created and rig.onvif.connected:
