@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -464,3 +465,97 @@ async def test_digest_only_fake_refuses_ws_security_alone_and_replays(fake: Fake
             assert refused.status == 401
     assert fake.calls == ["GetDeviceInformation"]
     assert fake.digest_accepted == 1
+
+
+async def asleep(rig: Rig) -> None:
+    """Wait until the driver waits on the manual clock (its only sleeper here)."""
+    await eventually(lambda: bool(rig.clock._sleepers))
+
+
+@pytest.mark.parametrize("how", ["dropped", "suspended"])
+async def test_expired_subscription_is_noticed_and_replaced(
+    fake: FakeCamera, rig_for: Callable[..., Rig], how: str
+) -> None:
+    """The camera forgets a subscription before the gateway renews it ("dropped": the
+    next pull finds it gone), or the gateway slept past its termination time
+    ("suspended": the renewal due on waking finds it gone). Either way a new one is
+    made after a wait on the clock, and motion is reported again."""
+    rig = rig_for(subscription_s=60)
+    await connected(rig)
+    await pulled(rig, fake)
+    first = next(iter(fake.subscriptions.values()))
+    first.expires = fake.now() - timedelta(seconds=1)
+    if how == "suspended":
+        await rig.clock.advance(600)
+    for _ in range(10):
+        if rig.onvif.last_error is not None:
+            break
+        await rig.tick()
+    assert "subscription" in (rig.onvif.last_error or "")
+    noticed_by = [c for c in fake.calls if c in ("PullMessages", "Renew")][-1]
+    assert noticed_by == ("Renew" if how == "suspended" else "PullMessages")
+    assert first.renewals == 0
+    # Until the clock moves, the driver waits instead of asking again.
+    await asleep(rig)
+    calls = len(fake.calls)
+    await asyncio.sleep(0.5)
+    assert len(fake.calls) == calls, "asked again without waiting"
+    assert fake.created == 1
+    for _ in range(20):
+        if fake.created >= 2 and rig.onvif.connected:
+            break
+        await rig.tick()
+    assert fake.created == 2
+    assert list(fake.subscriptions) == [2]
+    assert rig.onvif.last_error is None
+    fake.push(MOTION_TOPIC, "IsMotion", "true")
+    for _ in range(40):
+        if rig.sink.camera_events():
+            break
+        await rig.tick()
+    assert rig.sink.camera_events() == ["motion"]
+    assert fake.calls.count("CreatePullPointSubscription") == 2
+
+
+async def test_camera_at_its_subscription_limit_gets_growing_delays_then_a_slot(
+    fake: FakeCamera,
+    rig_for: Callable[..., Rig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A camera whose subscriptions are all taken answers with a fault. The driver tries
+    again after delays that double up to the configured cap, the status says why in the
+    meantime, and it subscribes as soon as a slot is free."""
+    import edgeagent.drivers.base
+
+    # The jitter's upper bound every time, so the delays are known exactly.
+    monkeypatch.setattr(edgeagent.drivers.base.random, "uniform", lambda low, high: high)
+    fake.max_subscriptions = 0
+    rig = rig_for()
+    await rig.start()
+    attempts: list[float] = []
+    for _ in range(100):
+        await asleep(rig)
+        if fake.calls.count("CreatePullPointSubscription") > len(attempts):
+            attempts.append(rig.clock.monotonic())
+        await rig.clock.advance(1)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    # Doubling from 1 s up to the camera's reconnect_max_s (30 s by default).
+    assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert fake.calls.count("CreatePullPointSubscription") == len(attempts)
+    status = rig.driver.status()["onvif"]
+    assert "too many subscriptions" in (status["error"] or "")
+    assert status["connected"] is False
+    assert status["subscriptions"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["cam1: ONVIF: Fault: too many subscriptions"], "logged every retry"
+    fake.max_subscriptions = 1
+    for _ in range(20):
+        if fake.created and rig.onvif.connected:
+            break
+        await rig.tick(5)
+    assert fake.created == 1
+    status = rig.driver.status()["onvif"]
+    assert status["error"] is None
+    assert status["subscriptions"] == 1
+    await pulled(rig, fake)

@@ -180,6 +180,8 @@ class OnvifCamera:
         self.events_available = False
         self.subscriptions = 0
         self.renewals = 0
+        # The failure last logged; cleared by a success, so a repeat of it stays quiet.
+        self._logged_error: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """What the camera offered, for the status page (no secrets, no credentials)."""
@@ -202,10 +204,10 @@ class OnvifCamera:
         while True:
             try:
                 await self._connect()
-                self._backoff.reset()
                 if self.events_available and self.settings.events:
                     await self._follow_events()
                 else:
+                    self._succeeded()
                     await asyncio.Event().wait()
             except asyncio.CancelledError:
                 raise
@@ -214,10 +216,16 @@ class OnvifCamera:
             await self._disconnect()
             await sleep_backoff(self._clock, self._backoff)
 
+    def _succeeded(self) -> None:
+        self._backoff.reset()
+        self._logged_error = None
+
     def _failed(self, exc: BaseException) -> None:
         text = _error_text(exc)
-        if self.connected or self.last_error != text:
+        # Not `self.connected`: connecting succeeds before a refused subscription fails.
+        if text != self._logged_error:
             log.warning("%s: ONVIF: %s", self.device.id, text)
+            self._logged_error = text
         self.connected = False
         self.last_error = text
 
@@ -350,6 +358,9 @@ class OnvifCamera:
                 answer = await pullpoint.PullMessages(
                     {"Timeout": pull_timeout, "MessageLimit": 32}
                 )
+            # Only a subscription that answers a pull counts as a success: a camera that
+            # connects but refuses to subscribe (its limit reached) must see growing delays.
+            self._succeeded()
             for message in answer.NotificationMessage or []:
                 await self._notification(message)
             # A camera that answers at once with nothing must not make this a tight loop.
