@@ -237,6 +237,32 @@ async def test_the_status_command_finds_the_daemon_from_its_config(
     assert "outbox alarm" in result.stdout and "mqtt" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "no configuration file"),
+        ("status: {port: nine}\n", "status.port"),
+    ],
+    ids=["missing", "invalid"],
+)
+def test_a_named_config_that_is_missing_or_broken_stops_the_command(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    """Never fall back to the default port: another daemon may listen there."""
+    config = tmp_path / "site.yaml"
+    if text is not None:
+        config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "cannot reach" not in result.stderr
+
+
 async def test_outbox_commands_look_into_and_repair_the_live_buffer(
     daemon: Daemon, tmp_path: Path
 ) -> None:

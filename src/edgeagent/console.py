@@ -28,8 +28,13 @@ class _Daemon:
         if config.is_file():
             try:
                 self._settings = load_settings(config)
-            except ConfigError:
-                self._settings = None
+            except ConfigError as exc:
+                # A broken file must not send the action to whatever daemon listens on
+                # the default port.
+                first = str(exc.problems[0]) if exc.problems else f"{config}: cannot be read"
+                _fail(f"{first} (edgeagent check-config {config} lists every problem)", 2)
+        elif args.config:
+            _fail(f"no configuration file {config}", 2)
 
     def url(self) -> str:
         if self._args.url:
