@@ -19,6 +19,7 @@ import pytest
 
 from edgeagent.configfile import load_settings
 from edgeagent.daemon import Daemon
+from edgeagent.drivers.mqtt import SensorLive
 from tests.conftest import Mosquitto
 
 
@@ -113,11 +114,16 @@ async def test_a_changed_broker_setting_restarts_the_mqtt_driver(
 ) -> None:
     agent, path, config = running
     mqtt, gnss_b = agent.mqtt, agent.drivers.get("gnss", "gnss-b")
+    assert mqtt is not None
+    seen = SensorLive("tank-level", 61.5, "%", "2026-12-01T10:00:00.000Z", f"{topic_prefix}/t")
+    mqtt.sensors["tank-level"] = seen
     config["mqtt"]["sensors"].append({"topic": f"{topic_prefix}/+/flow", "sensor": "{1}-flow"})
     write_config(path, config)
     assert await agent.reload()
     assert agent.mqtt is not mqtt
     assert agent.drivers.get("gnss", "gnss-b") is gnss_b
+    # The page keeps the last values across the restart.
+    assert agent.mqtt is not None and agent.mqtt.sensors["tank-level"] is seen
     await until(lambda: agent.mqtt is not None and agent.mqtt.health.status == "online")
 
 

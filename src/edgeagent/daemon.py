@@ -232,7 +232,7 @@ class Daemon:
         receive_maximum = settings.outbox.commit_max_events
 
         def build() -> MqttDriver:
-            return MqttDriver(
+            driver = MqttDriver(
                 mqtt,
                 settings.gateway.id,
                 password,
@@ -241,6 +241,10 @@ class Daemon:
                 self.clock,
                 receive_maximum=receive_maximum,
             )
+            # A reload's new driver keeps showing the last values the old one saw.
+            if self.mqtt is not None:
+                driver.sensors.update(self.mqtt.sensors)
+            return driver
 
         config = (mqtt, settings.gateway.id, password, receive_maximum)
         return [DriverSpec("mqtt", "mqtt", config, build)]
