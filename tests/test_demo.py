@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,17 @@ def test_make_demo_delivers_every_kind_of_event() -> None:
     assert found is not None, output[-2000:]
     published = int(found.group(1))
     assert int(counts["sensor_reading"]) == published, "every published reading arrived"
+
+    # Positions keep the receiver's own dates: a replayed 2020 log is not moved 1024 weeks
+    # ahead, and the simulator drives today.
+    store = re.search(r"the receiver's store is (\S+);", output)
+    assert store is not None, output[-2000:]
+    dump = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "receiver", "--db", store.group(1), "--dump"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fixes = [json.loads(line) for line in dump.stdout.splitlines() if line.strip()]
+    dates = {e["occurred_at"][:4] for e in fixes if e["type"] == "location_update"}
+    assert dates and max(dates) < "2030", dates

@@ -169,7 +169,8 @@ def _daemon_env(
 ) -> dict[str, str]:
     """Where this run's files and ports are, as overrides of config/demo.yaml."""
     secrets_dir = folder / "secrets"
-    gnss = [{"id": "gnss-1", "port": str(folder / "gnss0"), "reopen_max_s": 2}]
+    # A replayed 2020 log keeps its dates (see date_floor in config/demo.yaml).
+    gnss = [{"id": "gnss-1", "port": str(folder / "gnss0"), "reopen_max_s": 2, "date_floor": None}]
     env = dict(os.environ)
     env.update(
         {
