@@ -172,7 +172,7 @@ class UplinkSettings(Section):
     backoff_initial_s: float = Field(1.0, gt=0, description="First retry delay after a failure")
     backoff_max_s: float = Field(300.0, gt=0, description="Cap of the retry delay")
     config_fault_retry_s: float = Field(
-        300.0, gt=0, description="Retry interval while the platform answers 401, 403 or 404"
+        300.0, gt=0, description="Retry interval while the platform answers 401, 403, 404 or 415"
     )
     retry_after_max_s: float = Field(
         900.0, gt=0, description="Longest Retry-After from the platform that is honoured"

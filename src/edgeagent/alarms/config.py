@@ -171,14 +171,15 @@ class AlarmManagement(_Section):
     """Site-wide alarm management: shelving limits and flood handling."""
 
     shelve_max_s: dict[AlarmPriority, float] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
+        {
             "critical": 3600.0,
             "high": 4 * 3600.0,
             "medium": 8 * 3600.0,
             "low": 24 * 3600.0,
             "diagnostic": 7 * 86400.0,
         },
-        description="Longest timed shelve per priority, in seconds (missing: no limit)",
+        description="Longest timed shelve per priority, in seconds (a priority left out of "
+        "a site's map: no limit)",
     )
     shelve_default_s: float = Field(
         3600.0, gt=0, description="A timed shelve's length when the operator gives none"
