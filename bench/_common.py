@@ -207,3 +207,10 @@ class Peek:
 
     def close(self) -> None:
         self.db.close()
+
+
+def verdict(targets: dict[str, tuple[str, float]], name: str, value: float) -> str:
+    """How a figure stands against its target, for the human part of a benchmark's output."""
+    sense, bound = targets[name]
+    ok = value >= bound if sense == ">=" else value <= bound
+    return f"(target {sense} {bound:g}: {'met' if ok else 'MISSED'})"

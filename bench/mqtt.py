@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Peek, Server, free_port, proc_status_kb, start_mosquitto
+from _common import Peek, Server, free_port, proc_status_kb, start_mosquitto, verdict
 from outbox import (
     API_KEY,
     COMMITTED,
@@ -231,7 +231,7 @@ def ratio(work: Path, kind: str, count: int, stack: contextlib.ExitStack) -> dic
     broker.stop()
     value = daemon_rps / bare_rps
     say(f"    daemon {daemon_rps:10,.0f} readings/s   bare aiomqtt {bare_rps:10,.0f} msg/s")
-    say(f"    {kind}_ratio {value:.2f} {verdict(f'{kind}_ratio', value)}")
+    say(f"    {kind}_ratio {value:.2f} {verdict(TARGETS, f'{kind}_ratio', value)}")
     return {f"{kind}_rps": daemon_rps, f"{kind}_bare_rps": bare_rps, f"{kind}_ratio": value}
 
 
@@ -286,12 +286,6 @@ def stall(work: Path, seconds: float, rate: float, stack: contextlib.ExitStack) 
         "stall_rss_max_mb": max(samples),
         "stall_rss_second_half_growth_mb": growth,
     }
-
-
-def verdict(name: str, value: float) -> str:
-    sense, bound = TARGETS[name]
-    ok = value >= bound if sense == ">=" else value <= bound
-    return f"(target {sense} {bound:g}: {'met' if ok else 'MISSED'})"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

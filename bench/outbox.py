@@ -29,6 +29,7 @@ from _common import (
     proc_status_kb,
     start_mosquitto,
     start_receiver,
+    verdict,
     write_bytes,
 )
 
@@ -541,12 +542,6 @@ def measure_drain(work: Path, backlog: int, stack: contextlib.ExitStack) -> dict
 # -- the run -------------------------------------------------------------------------------
 
 
-def verdict(name: str, value: float) -> str:
-    sense, bound = TARGETS[name]
-    ok = value >= bound if sense == ">=" else value <= bound
-    return f"(target {sense} {bound:g}: {'met' if ok else 'MISSED'})"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with (
@@ -591,7 +586,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     say("summary")
     for name in TARGETS:
-        say(f"    {name:30} {figures[name]:10.2f} {verdict(name, figures[name])}")
+        say(f"    {name:30} {figures[name]:10.2f} {verdict(TARGETS, name, figures[name])}")
     return figures
 
 
